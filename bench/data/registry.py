@@ -1,0 +1,231 @@
+"""The dataset record, its config, and the name -> builder table every lookup goes through.
+
+Builders live in ``synthetic``, ``folder`` and ``tvsets``; each declares its own ``DATASETS``
+so a name is defined in exactly one place. They are imported on first lookup, and none of them
+imports torchvision at module level, so listing or validating names stays cheap.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from bench.data.subsets import check_fraction
+from bench.errors import DataError
+
+DEFAULT_ROOT = "~/.cache/transfer-bench/datasets"
+ROOT_ENV = "TRANSFER_BENCH_DATA"
+SPLITS = ("train", "test")
+
+_BUILDER_MODULES = ("bench.data.synthetic", "bench.data.folder", "bench.data.tvsets")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """A dataset config dict, normalised: lower-case name, resolved root, checked fractions."""
+
+    name: str
+    label: str | None = None
+    root: Path = Path(DEFAULT_ROOT).expanduser()
+    download: bool = False
+    path: Path | None = None
+    test_fraction: float = 0.25
+    val_fraction: float = 0.1
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any]) -> DataConfig:
+        """Build from the suite's dataset dict; keys this package does not use (``sizes``) are ignored."""
+        if "name" not in cfg or not isinstance(cfg["name"], str) or not cfg["name"].strip():
+            raise DataError(f"dataset config needs a 'name' (one of: {', '.join(list_datasets())})")
+
+        def get(key: str, default: Any) -> Any:
+            # A dumped pydantic model carries None for unset fields; None means "use the default".
+            value = cfg.get(key)
+            return default if value is None else value
+
+        options = get("options", {})
+        if not isinstance(options, Mapping):
+            raise DataError(f"dataset {cfg['name']!r}: options must be a mapping, got {options!r}")
+        path = cfg.get("path")
+        return cls(
+            name=cfg["name"].strip().lower(),
+            label=cfg.get("label"),
+            root=resolve_root(cfg.get("root")),
+            download=bool(get("download", False)),
+            path=Path(path).expanduser() if path is not None else None,
+            test_fraction=check_fraction(get("test_fraction", 0.25), "test_fraction", allow_zero=False),
+            val_fraction=check_fraction(get("val_fraction", 0.1), "val_fraction", allow_zero=True),
+            options=dict(options),
+        )
+
+    def display_name(self, default: str | None = None) -> str:
+        """The label if set, else ``default``, else the registry name."""
+        if self.label is not None:
+            return str(self.label)
+        return default if default is not None else self.name
+
+
+def read_options(config: DataConfig, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """``defaults`` overlaid with the config's options; an option the dataset does not take raises DataError."""
+    unknown = sorted(set(config.options) - set(defaults))
+    if unknown:
+        accepted = ", ".join(sorted(defaults)) or "none"
+        raise DataError(
+            f"dataset {config.name!r} has no option {', '.join(repr(k) for k in unknown)} (accepted: {accepted})"
+        )
+    return {**defaults, **{k: v for k, v in config.options.items() if v is not None}}
+
+
+def resolve_root(root: str | os.PathLike[str] | None) -> Path:
+    """The torchvision root: the config's value, else $TRANSFER_BENCH_DATA, else the user cache."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get(ROOT_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path(DEFAULT_ROOT).expanduser()
+
+
+@dataclass
+class ImageDataset:
+    """A labelled image set: a training pool and a fixed test split, held in memory or as files.
+
+    In memory: ``train_images``/``test_images`` are uint8 arrays N x H x W x 3, one size for all.
+    File-backed: ``train_files``/``test_files`` are image paths decoded on demand.
+    """
+
+    name: str
+    classes: list[str]
+    train_labels: np.ndarray
+    test_labels: np.ndarray
+    train_images: np.ndarray | None = None
+    test_images: np.ndarray | None = None
+    train_files: list[str] | None = None
+    test_files: list[str] | None = None
+    problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.train_labels = np.asarray(self.train_labels, dtype=np.int64)
+        self.test_labels = np.asarray(self.test_labels, dtype=np.int64)
+        in_memory = self.train_images is not None
+        if in_memory == (self.train_files is not None):
+            raise ValueError("an ImageDataset holds either images in memory or files, exactly one")
+        for split in SPLITS:
+            labels = self.labels(split)
+            store = getattr(self, f"{split}_images" if in_memory else f"{split}_files")
+            if store is None:
+                raise ValueError(f"{split} split is missing its {'images' if in_memory else 'files'}")
+            if len(store) != len(labels):
+                raise ValueError(f"{split}: {len(store)} images but {len(labels)} labels")
+            if len(labels) and (labels.min() < 0 or labels.max() >= len(self.classes)):
+                raise ValueError(f"{split} labels fall outside the {len(self.classes)} classes")
+            if in_memory and (store.dtype != np.uint8 or store.ndim != 4 or store.shape[-1] != 3):
+                raise ValueError(f"{split} images must be uint8 N x H x W x 3, got {store.dtype} {store.shape}")
+
+    @property
+    def in_memory(self) -> bool:
+        """True when images are uint8 arrays; False when they are files."""
+        return self.train_images is not None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def labels(self, split: str) -> np.ndarray:
+        """Labels of ``split`` ("train" is the pool)."""
+        return getattr(self, f"{_check_split(split)}_labels")
+
+    def images(self, split: str) -> np.ndarray:
+        """The uint8 N x H x W x 3 array of ``split``; only for in-memory sets."""
+        if not self.in_memory:
+            raise TypeError(f"dataset {self.name!r} is file-backed; use files()")
+        return getattr(self, f"{_check_split(split)}_images")
+
+    def files(self, split: str) -> list[str]:
+        """The image paths of ``split``; only for file-backed sets."""
+        if self.in_memory:
+            raise TypeError(f"dataset {self.name!r} is held in memory; use images()")
+        return getattr(self, f"{_check_split(split)}_files")
+
+    def class_counts(self) -> dict[str, Any]:
+        """Per-class image counts of both splits, in the shape ``class_counts(cfg)`` returns."""
+        return counts_dict(self.classes, self.train_labels, self.test_labels)
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return split
+
+
+def counts_dict(classes: list[str], train_labels: np.ndarray, test_labels: np.ndarray) -> dict[str, Any]:
+    """``{'classes', 'train', 'test'}`` with int64 per-class counts."""
+    k = len(classes)
+    return {
+        "classes": list(classes),
+        "train": np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=k).astype(np.int64),
+        "test": np.bincount(np.asarray(test_labels, dtype=np.int64), minlength=k).astype(np.int64),
+    }
+
+
+@dataclass(frozen=True)
+class DatasetBuilder:
+    """One registry entry: how to load a dataset and how to count its classes without decoding."""
+
+    name: str
+    description: str
+    load: Callable[[DataConfig], ImageDataset]
+    counts: Callable[[DataConfig], dict[str, Any]]
+
+
+@functools.lru_cache(maxsize=1)
+def _table() -> dict[str, DatasetBuilder]:
+    table: dict[str, DatasetBuilder] = {}
+    for module_name in _BUILDER_MODULES:
+        module = importlib.import_module(module_name)
+        for builder in module.DATASETS:
+            if builder.name in table:
+                raise RuntimeError(f"dataset {builder.name!r} is registered twice")
+            table[builder.name] = builder
+    return table
+
+
+def list_datasets() -> list[str]:
+    """All registered dataset names, sorted."""
+    return sorted(_table())
+
+
+def describe_datasets() -> dict[str, str]:
+    """Name -> one-line description, for ``transfer-bench list datasets``."""
+    return {name: builder.description for name, builder in sorted(_table().items())}
+
+
+def get_builder(name: str) -> DatasetBuilder:
+    """The builder for ``name`` (case-insensitive); an unknown name raises DataError with suggestions."""
+    key = str(name).strip().lower()
+    table = _table()
+    if key in table:
+        return table[key]
+    close = difflib.get_close_matches(key, list(table), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    raise DataError(f"unknown dataset {name!r}{hint} (run `transfer-bench list datasets` to see all)")
+
+
+def load_dataset(cfg: Mapping[str, Any]) -> ImageDataset:
+    """Load the dataset a config dict names: training pool, fixed test split and any problems found."""
+    config = DataConfig.from_dict(cfg)
+    return get_builder(config.name).load(config)
+
+
+def class_counts(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-class counts of the training pool (``train``) and test split, cheap enough for planning."""
+    config = DataConfig.from_dict(cfg)
+    return get_builder(config.name).counts(config)

@@ -1,0 +1,37 @@
+"""The exceptions a user can cause, each rendered by the CLI as one line with exit status 2."""
+
+from __future__ import annotations
+
+
+class BenchError(Exception):
+    """A user-facing problem: bad input, a missing file, an unusable results folder."""
+
+
+class SuiteError(BenchError):
+    """A suite file (or an ad-hoc suite) that cannot be loaded or expanded.
+
+    Carries the file, the field path and the offending value so the message can name them.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None, value: object = None):
+        self.file = file
+        self.field = field
+        self.value = value
+        where = ": ".join(part for part in (file, field) if part)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class StoreError(BenchError):
+    """The results store cannot be opened, read or written."""
+
+
+class DataError(BenchError):
+    """A dataset that is missing, empty, unreadable or too small for the sizes asked."""
+
+
+class WeightsError(BenchError):
+    """Weights that cannot be found, loaded or matched to the model."""
+
+
+class ReportError(BenchError):
+    """A report that cannot be rendered from what the store holds."""

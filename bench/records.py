@@ -1,0 +1,129 @@
+"""The records that cross process boundaries: a cell to run and the result of running it.
+
+Both are plain dataclasses of JSON-able values so a cell can travel to a child process or a
+Ray worker and its result can come back without pickling model code. Nothing here imports
+torch: the store and the report read these records on machines without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# Bump when a change to training, evaluation, data splitting or strategy wiring can change a
+# result. It is hashed into every cell id, so old numbers are never mixed with new ones.
+TRAINING_VERSION = "1"
+
+STATUS_DONE = "done"
+STATUS_FAILED = "failed"
+STATUS_RUNNING = "running"
+
+
+def strategy_label(name: str, params: dict[str, Any]) -> str:
+    """Render a strategy with its parameters the way the grid reads: ``partial[k=2]``."""
+    if not params:
+        return name
+    inner = ",".join(f"{key}={params[key]}" for key in sorted(params))
+    return f"{name}[{inner}]"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the matrix: everything a worker needs to train and evaluate one model.
+
+    ``dataset``, ``training`` and ``pretrain`` are plain dicts (dumped pydantic models) so the
+    spec is JSON-serialisable; ``run_id`` is a content hash of every field that can change
+    the result, computed by ``bench.suite``.
+    """
+
+    run_id: str
+    suite: str
+    backbone: str
+    weights: str
+    dataset: dict[str, Any]
+    size: str
+    strategy: str
+    strategy_params: dict[str, Any]
+    seed: int
+    training: dict[str, Any]
+    device: str = "auto"
+    pretrain: dict[str, Any] | None = None
+    model: str | None = None  # the timm/torchvision name when ``backbone`` is a display label
+    training_version: str = TRAINING_VERSION
+
+    @property
+    def model_name(self) -> str:
+        return self.model or self.backbone
+
+    @property
+    def dataset_name(self) -> str:
+        return str(self.dataset["name"])
+
+    @property
+    def strategy_label(self) -> str:
+        return strategy_label(self.strategy, self.strategy_params)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunSpec:
+        return cls(**json.loads(text))
+
+
+@dataclass
+class EpochRecord:
+    """One row of a run's learning curve."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float | None
+    val_acc: float | None
+    lr: float
+    seconds: float
+
+
+@dataclass
+class RunResult:
+    """What one run produced. ``status`` is ``done`` only when every metric is present."""
+
+    run_id: str
+    status: str
+    error: str | None = None
+    traceback: str | None = None
+    test_acc: float | None = None
+    test_balanced_acc: float | None = None
+    test_macro_f1: float | None = None
+    val_acc: float | None = None
+    train_s: float | None = None
+    eval_s: float | None = None
+    wall_s: float | None = None
+    images_per_s: float | None = None
+    trainable_params: int | None = None
+    total_params: int | None = None
+    peak_mem_mb: float | None = None
+    device: str | None = None
+    epochs_run: int | None = None
+    stopped_early: bool = False
+    batch_size: int | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    epochs: list[EpochRecord] = field(default_factory=list)
+    train_indices: list[int] = field(default_factory=list)
+    val_indices: list[int] = field(default_factory=list)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunResult:
+        data = json.loads(text)
+        data["epochs"] = [EpochRecord(**row) for row in data.get("epochs", [])]
+        return cls(**data)
+
+    @classmethod
+    def failure(cls, run_id: str, error: str, traceback: str | None = None, **extra: Any) -> RunResult:
+        return cls(run_id=run_id, status=STATUS_FAILED, error=error, traceback=traceback, **extra)

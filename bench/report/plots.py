@@ -1,0 +1,316 @@
+"""The report's figures, each built from DataFrames onto a fresh Agg-backed Figure.
+
+Figures are created without pyplot so rendering keeps no global figure state, opens no window
+and leaves the caller's matplotlib backend and rcParams untouched. One palette maps each
+strategy label to one colour in every figure.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator, NullFormatter
+
+from bench.report.tables import cost_table, ordered_labels, results_table, strategy_sort_key
+from bench.report.verdict import SCRATCH, done_runs
+
+PLOT_NAMES = ("learning_curve", "transfer_gain", "pareto", "epoch_curves")
+SCRATCH_COLOUR = "#4d4d4d"
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+_STYLE = {
+    **sns.axes_style("whitegrid"),
+    **sns.plotting_context("notebook", font_scale=0.85),
+    "svg.fonttype": "none",
+    "figure.dpi": 100,
+}
+
+
+@dataclass
+class Plot:
+    """A finished figure with the words that go around it."""
+
+    name: str
+    title: str
+    caption: str
+    figure: Figure
+
+
+def strategy_palette(labels: Iterable[str]) -> dict[str, str]:
+    """Map every strategy label to one hex colour: scratch dark grey, the rest colour-blind safe."""
+    ordered = ordered_labels(labels)
+    others = [label for label in ordered if label.split("[", 1)[0] != SCRATCH]
+    # The colour-blind palette's grey (index 7) is reserved in spirit for scratch; skip it.
+    base = [c for i, c in enumerate(sns.color_palette("colorblind", 10).as_hex()) if i != 7]
+    if len(others) > len(base):
+        base = sns.color_palette("husl", len(others)).as_hex()
+    palette = {label: base[i] for i, label in enumerate(others)}
+    palette.update({label: SCRATCH_COLOUR for label in ordered if label.split("[", 1)[0] == SCRATCH})
+    return palette
+
+
+def pareto_mask(cost: Iterable[float], value: Iterable[float]) -> np.ndarray:
+    """True for points no other point beats: not slower and not worse, and strictly better in one."""
+    x = np.asarray(list(cost), dtype=float)
+    y = np.asarray(list(value), dtype=float)
+    n = x.size
+    keep = np.ones(n, dtype=bool)
+    for i in range(n):
+        dominated = (x <= x[i]) & (y >= y[i]) & ((x < x[i]) | (y > y[i]))
+        keep[i] = not dominated.any()
+    return keep
+
+
+def _figure(nrows: int, ncols: int, panel: tuple[float, float], **kw) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(panel[0] * ncols + 0.6, panel[1] * nrows + 0.9), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def _legend(fig: Figure, palette: dict[str, str], labels: list[str], extra: list[Line2D] = ()) -> None:
+    handles = [Line2D([], [], color=palette[label], marker="o", lw=2, label=label) for label in labels]
+    handles += list(extra)
+    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 6), frameon=False)
+
+
+def human_count(value: float) -> str:
+    """Short parameter counts for labels: 950, 12.3k, 11.2M, 1.1B."""
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
+def _facet_title(*parts: str) -> str:
+    return " · ".join(str(p) for p in parts if p)
+
+
+def _size_axis(done: pd.DataFrame) -> tuple[pd.Series, str, bool]:
+    """The x axis of a learning curve: training images on a log scale, else ordinal sizes."""
+    if done["n_train"].gt(0).all():
+        return done["n_train"].astype(float), "training images (log scale)", True
+    order = {size: i for i, size in enumerate(done.sort_values("size_order")["size"].unique())}
+    return done["size"].map(order).astype(float), "training-set size (samples per class, fraction or all)", False
+
+
+def learning_curve(frame: pd.DataFrame, palette: dict[str, str]) -> Plot | None:
+    """Test accuracy against training-set size per strategy, band = ±1 std over seeds."""
+    done = done_runs(frame)
+    if done.empty:
+        return None
+    done = done.copy()
+    done["acc_pct"] = done["test_acc"] * 100
+    done["x"], xlabel, log = _size_axis(done)
+    weights = done.loc[done["strategy"] != SCRATCH, "weights"].unique()
+    style = "weights" if len(weights) > 1 else None
+    panels = list(done.groupby(["backbone", "dataset"], sort=True))
+    labels = ordered_labels(done["strategy_label"])
+    ncols = min(len(panels), 3)
+    nrows = math.ceil(len(panels) / ncols)
+    with matplotlib.rc_context(_STYLE):
+        fig, axes = _figure(nrows, ncols, (4.4, 3.4), sharey=True)
+        for ax in axes.flat[len(panels):]:
+            ax.set_axis_off()
+        for ax, ((backbone, dataset), part) in zip(axes.flat, panels):
+            sns.lineplot(
+                data=part, x="x", y="acc_pct", hue="strategy_label", style=style, palette=palette,
+                hue_order=[label for label in labels if label in set(part["strategy_label"])],
+                errorbar="sd", marker="o", legend=False, ax=ax,
+            )
+            if log:
+                ax.set_xscale("log")
+                # Label the sizes actually run; decades alone hide where the points sit.
+                ticks = sorted(part["x"].unique())
+                ax.set_xticks(ticks, [f"{t:,.0f}" for t in ticks])
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            else:
+                ticks = part.drop_duplicates("size").sort_values("size_order")
+                ax.set_xticks(ticks["x"], ticks["size"])
+            ax.set_title(_facet_title(backbone, dataset))
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("test accuracy (%)")
+            ax.yaxis.set_tick_params(labelleft=True)
+        _legend(fig, palette, labels)
+    caption = (
+        "Mean test accuracy over seeds at each training-set size; the shaded band is ±1 standard "
+        "deviation over seeds (absent with a single seed)."
+    )
+    if style:
+        caption += " Line style distinguishes weight sources."
+    return Plot("learning_curve", "Learning curves: accuracy vs training-set size", caption, fig)
+
+
+def gain_heatmap(frame: pd.DataFrame) -> Plot | None:
+    """Transfer gain over scratch (points) as strategy x size heatmaps per backbone and dataset."""
+    cost = cost_table(frame)
+    if cost.empty:
+        return None
+    results = results_table(frame)
+    cost = cost.merge(
+        results[["backbone", "dataset", "size", "size_order"]].drop_duplicates(), on=["backbone", "dataset", "size"]
+    )
+    several = cost.groupby(["strategy_label"])["weights"].nunique().max() > 1
+    cost["arm"] = cost["strategy_label"] + (" · " + cost["weights"] if several else "")
+    panels = list(cost.groupby(["backbone", "dataset"], sort=True))
+    limit = max(float(cost["gain_pts"].abs().max()), 1.0)
+    ncols = min(len(panels), 2)
+    nrows = math.ceil(len(panels) / ncols)
+    n_arms = cost["arm"].nunique()
+    n_sizes = cost["size"].nunique()
+    with matplotlib.rc_context(_STYLE):
+        fig, axes = _figure(nrows, ncols, (1.3 * n_sizes + 3.0, 0.5 * n_arms + 1.6))
+        for ax in axes.flat[len(panels):]:
+            ax.set_axis_off()
+        for ax, ((backbone, dataset), part) in zip(axes.flat, panels):
+            sizes = part.sort_values("size_order")["size"].unique()
+            arms = sorted(part["arm"].unique(), key=lambda a: (strategy_sort_key(a.split(" · ")[0]), a))
+            grid = part.pivot_table(index="arm", columns="size", values="gain_pts").reindex(index=arms, columns=sizes)
+            sns.heatmap(
+                grid, ax=ax, cmap="RdBu", vmin=-limit, vmax=limit, annot=True, fmt="+.1f",
+                linewidths=0.5, cbar_kws={"label": "gain over scratch (pts)"},
+            )
+            ax.set_title(_facet_title(backbone, dataset))
+            ax.set_xlabel("training-set size")
+            ax.set_ylabel("strategy")
+            ax.tick_params(axis="y", rotation=0)
+    caption = (
+        "Mean test accuracy of each transfer strategy minus mean test accuracy of scratch in the "
+        "same backbone, dataset and size, in percentage points; blue is a gain, red a loss."
+    )
+    return Plot("transfer_gain", "Transfer gain over scratch", caption, fig)
+
+
+def pareto_plot(frame: pd.DataFrame, palette: dict[str, str]) -> Plot | None:
+    """Accuracy vs wall time per dataset and size, Pareto front marked, markers sized by trainable params."""
+    results = results_table(frame).dropna(subset=["wall_s_mean", "acc_mean"])
+    if results.empty:
+        return None
+    results = results.assign(acc_pct=results["acc_mean"] * 100)
+    datasets = sorted(results["dataset"].unique())
+    sizes = list(results.sort_values("size_order")["size"].unique())
+    backbones = sorted(results["backbone"].unique())
+    markers = {b: MARKERS[i % len(MARKERS)] for i, b in enumerate(backbones)}
+    params = results["trainable_params"].fillna(0).clip(lower=0)
+    top = float(params.max()) or 1.0
+    results["marker_area"] = 30 + 320 * np.sqrt(params / top)
+    labels = ordered_labels(results["strategy_label"])
+    with matplotlib.rc_context(_STYLE):
+        fig, axes = _figure(len(datasets), len(sizes), (3.9, 3.3))
+        for r, dataset in enumerate(datasets):
+            for c, size in enumerate(sizes):
+                ax = axes[r, c]
+                part = results[(results["dataset"] == dataset) & (results["size"] == size)]
+                if part.empty:
+                    ax.set_axis_off()
+                    continue
+                front = part[pareto_mask(part["wall_s_mean"], part["acc_pct"])].sort_values("wall_s_mean")
+                ax.step(front["wall_s_mean"], front["acc_pct"], where="post", color="black", ls="--", lw=1, zorder=1)
+                for _, row in part.iterrows():
+                    ax.scatter(
+                        row["wall_s_mean"], row["acc_pct"], s=row["marker_area"], marker=markers[row["backbone"]],
+                        color=palette[row["strategy_label"]], alpha=0.85, edgecolor="white", lw=0.8, zorder=2,
+                    )
+                ax.scatter(
+                    front["wall_s_mean"], front["acc_pct"], s=front["marker_area"], marker="o",
+                    facecolor="none", edgecolor="black", lw=1.3, zorder=3,
+                )
+                spread = part["wall_s_mean"].max() / max(part["wall_s_mean"].min(), 1e-9)
+                if spread > 20:
+                    ax.set_xscale("log")
+                ax.set_title(_facet_title(dataset, f"size {size}"))
+                ax.set_xlabel("mean wall time per run (s)")
+                ax.set_ylabel("mean test accuracy (%)")
+        extra = [Line2D([], [], color="black", ls="--", lw=1, label="Pareto front")]
+        # Two reference markers let a reader decode marker area into trainable parameters.
+        for count in sorted({float(params[params > 0].min()) if (params > 0).any() else top, top}):
+            area = 30 + 320 * math.sqrt(count / top)
+            extra.append(Line2D([], [], color="grey", marker="o", ls="none", markersize=math.sqrt(area),
+                                label=f"{human_count(count)} trainable"))
+        if len(backbones) > 1:
+            extra += [
+                Line2D([], [], color="grey", marker=markers[b], ls="none", label=b) for b in backbones
+            ]
+        _legend(fig, palette, labels, extra)
+    caption = (
+        "Each point is one strategy (and backbone) at one size: mean wall time against mean test "
+        "accuracy. Marker area grows with the number of trainable parameters; circled points on "
+        "the dashed line are Pareto-optimal (nothing else is both faster and more accurate)."
+    )
+    return Plot("pareto", "Accuracy vs wall time", caption, fig)
+
+
+def epoch_curves(frame: pd.DataFrame, epochs: pd.DataFrame, palette: dict[str, str]) -> Plot | None:
+    """Validation accuracy per epoch for finished runs, band = ±1 std over seeds."""
+    if epochs.empty:
+        return None
+    done_ids = set(done_runs(frame)["run_id"])
+    curves = epochs[epochs["run_id"].isin(done_ids) & epochs["val_acc"].notna()].copy()
+    if curves.empty:
+        return None
+    curves["val_pct"] = curves["val_acc"] * 100
+    order = frame.drop_duplicates("size").set_index("size")["size_order"]
+    curves["size_order"] = curves["size"].map(order)
+    curves["panel"] = curves["backbone"] + " · " + curves["dataset"]
+    panels = sorted(curves["panel"].unique())
+    sizes = list(curves.sort_values("size_order")["size"].unique())
+    labels = ordered_labels(curves["strategy_label"])
+    weights = curves.loc[curves["strategy"] != SCRATCH, "weights"].unique()
+    style = "weights" if len(weights) > 1 else None
+    with matplotlib.rc_context(_STYLE):
+        fig, axes = _figure(len(panels), len(sizes), (3.6, 2.9), sharey=True)
+        for r, panel in enumerate(panels):
+            for c, size in enumerate(sizes):
+                ax = axes[r, c]
+                part = curves[(curves["panel"] == panel) & (curves["size"] == size)]
+                if part.empty:
+                    ax.set_axis_off()
+                    continue
+                sns.lineplot(
+                    data=part, x="epoch", y="val_pct", hue="strategy_label", style=style, palette=palette,
+                    hue_order=[label for label in labels if label in set(part["strategy_label"])],
+                    errorbar="sd", legend=False, ax=ax,
+                )
+                ax.set_title(_facet_title(panel, f"size {size}"))
+                ax.set_xlabel("epoch")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.set_ylabel("validation accuracy (%)")
+        _legend(fig, palette, labels)
+    caption = "Validation accuracy after each epoch, mean over seeds with a ±1 std band."
+    return Plot("epoch_curves", "Per-epoch validation curves", caption, fig)
+
+
+def build_plots(frame: pd.DataFrame, epochs: pd.DataFrame) -> list[Plot]:
+    """Every figure the data supports, sharing one strategy palette."""
+    palette = strategy_palette(frame["strategy_label"]) if not frame.empty else {}
+    built = [
+        learning_curve(frame, palette),
+        gain_heatmap(frame),
+        pareto_plot(frame, palette),
+        epoch_curves(frame, epochs, palette),
+    ]
+    return [plot for plot in built if plot is not None]
+
+
+def save_plot(plot: Plot, folder: Path, *, dpi: int = 110) -> bytes:
+    """Write ``<name>.png`` and ``<name>.svg`` under ``folder``; return the PNG bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    plot.figure.savefig(buffer, format="png", dpi=dpi)
+    png = buffer.getvalue()
+    (folder / f"{plot.name}.png").write_bytes(png)
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "transfer-bench"}):
+        plot.figure.savefig(folder / f"{plot.name}.svg", format="svg", metadata={"Date": None})
+    return png
+

@@ -1,0 +1,162 @@
+"""Strategies: what a run trains. Each is a small declared class in one registry.
+
+A strategy names its parameters (a list value in a suite sweeps them), says which weight
+sources it cannot use (``skip``), and turns a backbone into optimizer parameter groups plus
+the modules that must stay in eval mode. Everything not in a group is frozen: its
+``requires_grad`` is off and the run checks at its end that it did not move.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from bench.backbones import Backbone
+
+
+class StrategyParamError(ValueError):
+    """A strategy parameter that is unknown or has a bad value."""
+
+
+@dataclass
+class StrategyPlan:
+    """What to optimise and what to hold still."""
+
+    param_groups: list[dict[str, Any]]
+    frozen_names: list[str]
+    eval_modules: list[nn.Module] = field(default_factory=list)
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(p.numel() for group in self.param_groups for p in group["params"])
+
+
+class Strategy:
+    """Base class: subclasses set ``name``, ``parameters`` and implement ``trainable``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    parameters: ClassVar[dict[str, tuple[type, Any]]] = {}  # name -> (type, default)
+    uses_pretrained: ClassVar[bool] = True
+
+    def skip(self, weights: str) -> str | None:
+        """A reason this strategy cannot use these weights, or None."""
+        if self.uses_pretrained and weights == "none":
+            return f"{self.name} needs pretrained weights; 'none' would measure a random feature extractor"
+        return None
+
+    def expand_params(self, given: dict[str, Any]) -> list[dict[str, Any]]:
+        """The cross product of the given parameter values, defaults filled in."""
+        unknown = set(given) - set(self.parameters)
+        if unknown:
+            allowed = ", ".join(self.parameters) or "none"
+            raise StrategyParamError(f"strategy {self.name!r} has no parameter {sorted(unknown)[0]!r} (allowed: {allowed})")
+        axes = []
+        for key, (kind, default) in self.parameters.items():
+            values = given.get(key, default)
+            values = values if isinstance(values, list) else [values]
+            for value in values:
+                if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+                    raise StrategyParamError(f"strategy {self.name!r}: {key}={value!r} should be {kind.__name__}")
+                self.check_param(key, value)
+            axes.append([(key, v) for v in values])
+        return [dict(combo) for combo in itertools.product(*axes)]
+
+    def check_param(self, key: str, value: Any) -> None:
+        """Reject a parameter value outside its range."""
+
+    def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """(head parameter names, backbone parameter names) this strategy trains."""
+        raise NotImplementedError
+
+    def apply(self, backbone: Backbone, params: dict[str, Any], *, lr: float, backbone_lr_scale: float) -> StrategyPlan:
+        """Freeze what is not trained and group the rest for the optimizer."""
+        from torch import nn
+
+        head_names, body_names = self.trainable(backbone, params)
+        named = dict(backbone.model.named_parameters())
+        train = set(head_names) | set(body_names)
+        for name, param in named.items():
+            param.requires_grad_(name in train)
+        groups = [{"name": "head", "params": [named[n] for n in head_names], "lr": lr}]
+        if body_names:
+            body_lr = lr if self.name == "scratch" else lr * backbone_lr_scale
+            groups.append({"name": "backbone", "params": [named[n] for n in body_names], "lr": body_lr})
+        # A frozen BatchNorm must not update its running statistics either, or the
+        # "frozen" features would drift with the target data.
+        eval_modules = [
+            module for module in backbone.model.modules()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm)
+            and not any(p.requires_grad for p in module.parameters(recurse=False))
+        ]
+        frozen = [n for n in named if n not in train]
+        return StrategyPlan(param_groups=[g for g in groups if g["params"]], frozen_names=frozen, eval_modules=eval_modules)
+
+
+def _all_body(backbone: Backbone) -> list[str]:
+    head = set(backbone.head)
+    return [n for n, _ in backbone.model.named_parameters() if n not in head]
+
+
+class Scratch(Strategy):
+    name = "scratch"
+    summary = "random init, everything trained: the baseline every verdict is against"
+    uses_pretrained = False
+
+    def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        return list(backbone.head), _all_body(backbone)
+
+
+class Frozen(Strategy):
+    name = "frozen"
+    summary = "linear probe: pretrained backbone frozen (BatchNorm in eval mode), new head trained"
+
+    def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        return list(backbone.head), []
+
+
+class Partial(Strategy):
+    name = "partial"
+    summary = "head plus the last k stage groups fine-tuned, earlier stages frozen"
+    parameters = {"k": (int, 1)}
+
+    def check_param(self, key: str, value: Any) -> None:
+        if value < 1:
+            raise StrategyParamError(f"strategy 'partial': k={value} must be at least 1 stage")
+
+    def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        k = params["k"]
+        if k > len(backbone.stages):
+            raise StrategyParamError(
+                f"partial[k={k}]: {backbone.name} has only {len(backbone.stages)} stage groups"
+            )
+        return list(backbone.head), [n for stage in backbone.stages[-k:] for n in stage]
+
+
+class Full(Strategy):
+    name = "full"
+    summary = "everything fine-tuned from pretrained, backbone at lr x backbone_lr_scale"
+
+    def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        return list(backbone.head), _all_body(backbone)
+
+
+STRATEGIES: dict[str, Strategy] = {cls.name: cls() for cls in (Scratch, Frozen, Partial, Full)}
+
+
+def get_strategy(name: str) -> Strategy:
+    """Look a strategy up by name; KeyError with suggestions when unknown."""
+    import difflib
+
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        close = difflib.get_close_matches(str(name), list(STRATEGIES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise KeyError(
+            f"unknown strategy {name!r}{hint}; known: {', '.join(STRATEGIES)} (see 'transfer-bench list strategies')"
+        ) from None

@@ -1,0 +1,355 @@
+"""One run: fit and evaluate a ``RunSpec``, return a ``RunResult``.
+
+A single training loop serves every strategy and the pretrain stage: AdamW or SGD, a cosine
+schedule with linear warm-up, bf16 autocast and channels_last on CUDA, early stopping on
+validation accuracy, a time budget, and a check at the end that nothing frozen moved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import resource
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.backbones import Backbone, build_backbone, count_parameters
+from bench.data import ImageDataset, load_dataset, make_loader, select_subset
+from bench.errors import BenchError
+from bench.records import STATUS_DONE, EpochRecord, RunResult, RunSpec
+from bench.strategies import StrategyPlan, get_strategy
+
+EpochCallback = Callable[[EpochRecord, int], None]
+
+
+class TrainingFailed(BenchError):
+    """The run itself went wrong: NaN loss, a frozen weight moved, no metrics."""
+
+
+@dataclass
+class FitOutcome:
+    epochs: list[EpochRecord]
+    best_val_acc: float | None
+    train_s: float
+    images_seen: int
+    stopped_early: bool
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; a named device must exist."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"device {requested!r} asked for, but CUDA is not available here")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def library_versions(device: torch.device) -> dict[str, str]:
+    """What a number depends on besides the cell: libraries and hardware."""
+    import timm
+    import torchvision
+
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(terse=True),
+    }
+    if device.type == "cuda":
+        versions["cuda"] = str(torch.version.cuda)
+        versions["cudnn"] = str(torch.backends.cudnn.version())
+        versions["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        versions["cpu"] = platform.processor() or platform.machine()
+    return versions
+
+
+@lru_cache(maxsize=4)
+def _cached_dataset(config_json: str) -> ImageDataset:
+    # Several cells in one process (in-process executor, a pretrain stage) share one load.
+    return load_dataset(json.loads(config_json))
+
+
+def dataset_for(config: dict[str, Any]) -> ImageDataset:
+    return _cached_dataset(json.dumps(config, sort_keys=True))
+
+
+# -- the loop ------------------------------------------------------------------------------
+
+
+def build_optimizer(plan: StrategyPlan, training: dict[str, Any]) -> torch.optim.Optimizer:
+    """AdamW or SGD over the plan's groups; no weight decay on biases and norm weights."""
+    groups = []
+    for group in plan.param_groups:
+        decay = [p for p in group["params"] if p.ndim > 1]
+        no_decay = [p for p in group["params"] if p.ndim <= 1]
+        for params, wd in ((decay, training["weight_decay"]), (no_decay, 0.0)):
+            if params:
+                groups.append({"params": params, "lr": group["lr"], "weight_decay": wd, "name": group["name"]})
+    if training["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, momentum=training["momentum"], nesterov=True)
+    return torch.optim.AdamW(groups)
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader, device: torch.device, amp: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true labels over a loader, model in eval mode."""
+    model.eval()
+    predicted, truth = [], []
+    for images, labels in loader:
+        with _autocast(device, amp):
+            logits = model(images)
+        predicted.append(logits.argmax(dim=1).cpu())
+        truth.append(labels.cpu())
+    if not predicted:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    return torch.cat(predicted).numpy(), torch.cat(truth).numpy()
+
+
+def fit(
+    model: nn.Module,
+    plan: StrategyPlan,
+    train_loader,
+    val_loader,
+    training: dict[str, Any],
+    device: torch.device,
+    *,
+    on_epoch: EpochCallback | None = None,
+) -> FitOutcome:
+    """Train in place; restore the weights of the best validation epoch before returning."""
+    epochs = training["epochs"]
+    steps_per_epoch = max(1, len(train_loader))
+    optimizer = build_optimizer(plan, training)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(epochs * steps_per_epoch, int(training["warmup_epochs"] * steps_per_epoch))
+    )
+    criterion = nn.CrossEntropyLoss(label_smoothing=training["label_smoothing"])
+    amp, budget, patience = training["amp"], training.get("time_budget"), training.get("patience")
+    history: list[EpochRecord] = []
+    best_acc, best_state, since_best = None, None, 0
+    images_seen, train_s, stopped_early, step = 0, 0.0, False, 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        for module in plan.eval_modules:
+            module.eval()
+        started = time.perf_counter()
+        # Sums stay on the device: an .item() per step would stall the GPU queue.
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        for images, labels in train_loader:
+            with _autocast(device, amp):
+                logits = model(images)
+                loss = criterion(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            batch = labels.shape[0]
+            loss_sum += loss.detach().float() * batch
+            correct += (logits.argmax(dim=1) == labels).sum()
+            seen += batch
+            if budget is not None and train_s + time.perf_counter() - started > budget:
+                stopped_early = True
+                break
+        if not math.isfinite(loss_sum.item()):
+            raise TrainingFailed(f"loss became non-finite during epoch {epoch}")
+        epoch_s = time.perf_counter() - started
+        train_s += epoch_s
+        images_seen += seen
+        val_acc = None
+        if val_loader is not None and val_loader.num_samples:
+            predicted, truth = predict(model, val_loader, device, amp)
+            val_acc = float((predicted == truth).mean())
+        record = EpochRecord(
+            epoch=epoch, train_loss=loss_sum.item() / max(1, seen), train_acc=correct.item() / max(1, seen),
+            val_acc=val_acc, lr=optimizer.param_groups[0]["lr"], seconds=epoch_s,
+        )
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record, epochs)
+        if val_acc is not None:
+            if best_acc is None or val_acc > best_acc:
+                best_acc, since_best = val_acc, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                since_best += 1
+        if stopped_early or (patience is not None and since_best >= patience):
+            stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return FitOutcome(history, best_acc, train_s, images_seen, stopped_early)
+
+
+def snapshot_frozen(model: nn.Module, plan: StrategyPlan) -> dict[str, torch.Tensor]:
+    """Copies of every frozen parameter and of the buffers of modules kept in eval mode."""
+    named = dict(model.named_parameters())
+    snapshot = {name: named[name].detach().clone() for name in plan.frozen_names}
+    eval_ids = {id(m) for m in plan.eval_modules}
+    for module_name, module in model.named_modules():
+        if id(module) in eval_ids:
+            for buffer_name, buffer in module.named_buffers(recurse=False):
+                snapshot[f"{module_name}.{buffer_name}"] = buffer.detach().clone()
+    return snapshot
+
+
+def assert_unchanged(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
+    """Fail the run if any frozen tensor differs by a single bit."""
+    current = dict(model.named_parameters()) | dict(model.named_buffers())
+    moved = [name for name, before in snapshot.items() if not torch.equal(current[name].detach(), before)]
+    if moved:
+        raise TrainingFailed(f"{len(moved)} frozen tensors changed during training (first: {moved[0]})")
+
+
+def prepare(
+    spec_model: str, weights: str, dataset: ImageDataset, training: dict[str, Any], seed: int,
+    device: torch.device, weights_file: str | Path | None,
+) -> tuple[Backbone, int]:
+    """Build the backbone on ``device`` and settle the image size the run uses."""
+    seed_everything(seed)
+    backbone = build_backbone(spec_model, weights, dataset.num_classes, weights_file=weights_file)
+    image_size = training.get("image_size") or backbone.input_size
+    return backbone, int(image_size)
+
+
+def run(spec: RunSpec, *, weights_file: str | Path | None = None, on_epoch: EpochCallback | None = None) -> RunResult:
+    """Train and evaluate one cell. Known failures come back as a failed result, never raised."""
+    started_at = time.time()
+    result = RunResult(run_id=spec.run_id, status="failed", started_at=started_at, batch_size=spec.training["batch_size"])
+    try:
+        _run_into(spec, result, weights_file, on_epoch)
+        missing = [m for m in ("test_acc", "test_balanced_acc", "test_macro_f1") if getattr(result, m) is None]
+        if missing:
+            raise TrainingFailed(f"run ended without {', '.join(missing)}")
+        if not all(math.isfinite(getattr(result, m)) for m in ("test_acc", "test_balanced_acc", "test_macro_f1")):
+            raise TrainingFailed("run ended with non-finite test metrics")
+        result.status = STATUS_DONE
+    except BenchError as exc:
+        result.status, result.error = "failed", str(exc)
+    except torch.cuda.OutOfMemoryError as exc:
+        result.status, result.error = "failed", f"CUDA out of memory: {str(exc).splitlines()[0]}"
+        result.traceback = traceback.format_exc()
+    except Exception as exc:  # a bug or a library error: keep the traceback for the report
+        result.status, result.error = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
+        result.traceback = traceback.format_exc()
+    result.finished_at = time.time()
+    result.wall_s = result.finished_at - started_at
+    return result
+
+
+def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch) -> None:
+    device = resolve_device(spec.device)
+    result.device = str(device) if device.type != "cuda" else torch.cuda.get_device_name(device)
+    result.versions = library_versions(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    training = spec.training
+    dataset = dataset_for(spec.dataset)
+    subset = select_subset(dataset.train_labels, spec.size, spec.seed, spec.dataset.get("val_fraction", 0.1))
+    result.train_indices, result.val_indices = subset.train.tolist(), subset.val.tolist()
+
+    backbone, image_size = prepare(spec.model_name, spec.weights, dataset, training, spec.seed, device, weights_file)
+    strategy = get_strategy(spec.strategy)
+    plan = strategy.apply(backbone, spec.strategy_params, lr=training["lr"], backbone_lr_scale=training["backbone_lr_scale"])
+    model = backbone.model.to(device)
+    if device.type == "cuda" and training.get("channels_last", True):
+        model = model.to(memory_format=torch.channels_last)
+    result.trainable_params = plan.trainable_params
+    result.total_params = count_parameters(model)
+    frozen = snapshot_frozen(model, plan)
+
+    loader_args = dict(
+        image_size=image_size, mean=backbone.mean, std=backbone.std, device=device,
+        num_workers=training.get("num_workers", 0),
+    )
+    eval_batch = training.get("eval_batch_size") or 2 * training["batch_size"]
+    train_loader = make_loader(
+        dataset, "train", subset.train, batch_size=training["batch_size"], augment=training["augment"],
+        shuffle=True, seed=spec.seed, drop_last=len(subset.train) > training["batch_size"], **loader_args,
+    )
+    val_loader = make_loader(
+        dataset, "train", subset.val, batch_size=eval_batch, augment="none", shuffle=False, seed=spec.seed, **loader_args,
+    )
+    test_loader = make_loader(
+        dataset, "test", np.arange(len(dataset.test_labels)), batch_size=eval_batch, augment="none",
+        shuffle=False, seed=0, **loader_args,
+    )
+
+    outcome = fit(model, plan, train_loader, val_loader, training, device, on_epoch=on_epoch)
+    assert_unchanged(model, frozen)
+    result.epochs, result.val_acc = outcome.epochs, outcome.best_val_acc
+    result.train_s, result.epochs_run, result.stopped_early = outcome.train_s, len(outcome.epochs), outcome.stopped_early
+    result.images_per_s = outcome.images_seen / outcome.train_s if outcome.train_s > 0 else None
+
+    eval_started = time.perf_counter()
+    predicted, truth = predict(model, test_loader, device, training["amp"])
+    result.eval_s = time.perf_counter() - eval_started
+    result.test_acc, result.test_balanced_acc, result.test_macro_f1 = classification_metrics(predicted, truth, dataset.num_classes)
+    result.peak_mem_mb = peak_memory_mb(device)
+
+
+def classification_metrics(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> tuple[float, float, float]:
+    """Top-1 accuracy, balanced accuracy and macro-F1 from a confusion matrix."""
+    if truth.size == 0:
+        raise TrainingFailed("the test set is empty")
+    confusion = np.bincount(truth * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, num_classes)
+    true_per_class = confusion.sum(axis=1)
+    predicted_per_class = confusion.sum(axis=0)
+    hits = np.diag(confusion)
+    present = true_per_class > 0
+    recall = np.divide(hits, true_per_class, out=np.zeros(num_classes), where=present)
+    precision = np.divide(hits, predicted_per_class, out=np.zeros(num_classes), where=predicted_per_class > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros(num_classes), where=denominator > 0)
+    return float(hits.sum() / truth.size), float(recall[present].mean()), float(f1[present].mean())
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak accelerator memory on CUDA, else the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,275 @@
+"""Rendering a real small results store: files, self-containment, content, tables and errors."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from report_fixtures import FAILED_ERROR, SIZES, STRATEGIES, build_store, frame_of, run_rows
+
+from bench.errors import ReportError
+from bench.records import RunResult, RunSpec
+from bench.report import Report, render_report
+from bench.report.plots import PLOT_NAMES, learning_curve, pareto_mask, strategy_palette
+from bench.report.render import markdown_table
+from bench.report.tables import (
+    cost_table,
+    failed_table,
+    ordered_labels,
+    progress,
+    results_table,
+    training_version_warning,
+)
+from bench.store import ResultStore
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> tuple[Report, float]:
+    root = tmp_path_factory.mktemp("render")
+    db = build_store(root / "quick.db")
+    start = time.perf_counter()
+    report = render_report(db, root / "report")
+    return report, time.perf_counter() - start
+
+
+@pytest.fixture(scope="module")
+def page(rendered) -> str:
+    return rendered[0].html_path.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def markdown(rendered) -> str:
+    return rendered[0].md_path.read_text(encoding="utf-8")
+
+
+def test_report_record(rendered) -> None:
+    report, seconds = rendered
+    n_cells = len(SIZES) * len(STRATEGIES) * 3
+    assert (report.n_done, report.n_failed) == (n_cells - 1, 1)
+    assert report.partial and report.planned == n_cells + 12
+    assert len(report.verdict) == len(SIZES)
+    assert sorted(report.plots) == sorted(PLOT_NAMES)
+    assert seconds < 10
+
+
+def test_all_files_exist(rendered) -> None:
+    out = rendered[0].out_dir
+    assert (out / "index.html").is_file() and (out / "report.md").is_file()
+    for name in PLOT_NAMES:
+        assert (out / "plots" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+        assert "<svg" in (out / "plots" / f"{name}.svg").read_text(encoding="utf-8")[:2000]
+    for name in ("verdict", "crossover", "results", "cost", "failed", "environment", "versions", "runs"):
+        assert (out / "tables" / f"{name}.csv").is_file()
+
+
+def test_html_is_self_contained(page: str) -> None:
+    assert not re.search(r"<(link|iframe|object|embed)\b", page, re.I)
+    assert not re.search(r"<script\b", page, re.I)
+    assert not re.search(r"@import|url\(", page, re.I)
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", page, re.I)
+    for href in re.findall(r"""href\s*=\s*["']([^"']*)""", page, re.I):
+        assert href.startswith("#"), href
+    images = re.findall(r"<img\b[^>]*>", page, re.I)
+    assert len(images) == len(PLOT_NAMES)
+    for tag in images:
+        match = re.search(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', tag)
+        assert match, tag[:120]
+        assert base64.b64decode(match.group(1)).startswith(b"\x89PNG")
+
+
+def test_verdict_comes_first(page: str, markdown: str) -> None:
+    headings = re.findall(r"<h2[^>]*>(.*?)</h2>", page)
+    assert headings[0].startswith("Verdict")
+    assert re.findall(r"^## (.*)$", markdown, re.M)[0].startswith("Verdict")
+    assert "transfer wins" in page and "scratch wins" in page
+    assert "optimistic" in page and "optimistic" in markdown
+    assert "scratch catches up only at the largest size, all." in page
+
+
+def test_partial_is_prominent(page: str, markdown: str) -> None:
+    assert re.search(r'class="banner partial">PARTIAL RESULTS: 36 of 48 planned cells', page)
+    assert "> **PARTIAL:**" in markdown
+    assert page.index("PARTIAL RESULTS") < page.index("<h2")
+
+
+def test_failed_run_and_its_error_appear(page: str, markdown: str) -> None:
+    for text in (page, markdown):
+        assert FAILED_ERROR in text
+        assert "(see traceback)" not in text  # only the first line of the error is shown
+        assert "1 run failed" in text
+
+
+def test_environment_is_reported(page: str) -> None:
+    assert "training_version" in page and "2.14.1" in page and "cpu (36 runs)" in page
+    assert "training versions" not in page  # one version: no warning
+
+
+def test_markdown_links_existing_pngs(rendered, markdown: str) -> None:
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert len(links) == len(PLOT_NAMES)
+    for link in links:
+        assert link.endswith(".png") and (rendered[0].out_dir / link).is_file()
+    assert "| backbone | dataset | size |" in markdown
+
+
+def test_csv_tables_parse_back(rendered) -> None:
+    tables = rendered[0].out_dir / "tables"
+    results = pd.read_csv(tables / "results.csv", dtype={"size": str})
+    assert len(results) == len(SIZES) * len(STRATEGIES)
+    assert set(results["size"]) == set(SIZES)
+    assert results["acc_mean"].between(0, 1).all()
+    assert results.loc[results["strategy"] == "full", "n"].tolist() == [3, 2, 3]
+    verdict = pd.read_csv(tables / "verdict.csv", dtype={"size": str})
+    pd.testing.assert_series_equal(verdict["mean_diff"], rendered[0].verdict["mean_diff"], check_dtype=False)
+    failed = pd.read_csv(tables / "failed.csv")
+    assert len(failed) == 1 and failed.loc[0, "error"] == FAILED_ERROR
+    cost = pd.read_csv(tables / "cost.csv", dtype={"size": str})
+    assert len(cost) == len(SIZES) * (len(STRATEGIES) - 1)
+    runs = pd.read_csv(tables / "runs.csv")
+    assert len(runs) == len(SIZES) * len(STRATEGIES) * 3
+
+
+def test_rerender_into_the_same_folder(rendered) -> None:
+    report = rendered[0]
+    db = report.out_dir.parent / "quick.db"
+    again = render_report(db, report.out_dir, title="Digits, again")
+    pd.testing.assert_frame_equal(again.verdict, report.verdict)
+    assert "<title>Digits, again</title>" in again.html_path.read_text(encoding="utf-8")
+    assert not list(report.out_dir.glob(".*.tmp"))
+
+
+def test_complete_store_is_not_partial_and_mixed_versions_warn(tmp_path: Path) -> None:
+    db = build_store(tmp_path / "full.db", planned_extra=0, failed=False, training_versions=("1", "2"))
+    report = render_report(db, tmp_path / "out")
+    assert not report.partial and report.n_failed == 0
+    text = report.html_path.read_text(encoding="utf-8")
+    assert "PARTIAL" not in text and "No run failed." in text
+    assert "2 training versions (1, 2)" in text
+
+
+def test_missing_store_is_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(ReportError, match="no results store") as caught:
+        render_report(tmp_path / "results" / "x.db", tmp_path / "out")
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_store_is_one_line_error(tmp_path: Path) -> None:
+    db = tmp_path / "x.db"
+    ResultStore(db).close()
+    with pytest.raises(ReportError, match=r"x\.db: no finished runs yet$"):
+        render_report(db, tmp_path / "out")
+
+
+def test_corrupt_store_is_report_error(tmp_path: Path) -> None:
+    db = tmp_path / "x.db"
+    db.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(ReportError):
+        render_report(db, tmp_path / "out")
+
+
+def test_report_does_not_import_torch(rendered, tmp_path: Path) -> None:
+    db = rendered[0].out_dir.parent / "quick.db"
+    code = (
+        "import sys; from bench.report import render_report; "
+        f"render_report({str(db)!r}, {str(tmp_path / 'out')!r}); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+# -- the pure pieces under the page ---------------------------------------------------------
+
+
+def test_palette_is_stable_and_distinct() -> None:
+    labels = ["full", "scratch", "partial[k=2]", "frozen", "partial[k=10]"]
+    palette = strategy_palette(labels)
+    assert palette == strategy_palette(reversed(labels))
+    assert palette["scratch"] == "#4d4d4d"
+    assert len(set(palette.values())) == len(labels)
+    assert ordered_labels(labels) == ["scratch", "frozen", "partial[k=2]", "partial[k=10]", "full"]
+
+
+def test_learning_curve_uses_palette_colours_and_survives_unknown_sizes() -> None:
+    frame = frame_of(*(run_rows({"scratch": [0.5, 0.6], "frozen": [0.7, 0.8]}, size=s) for s in ("10", "all")))
+    palette = strategy_palette(frame["strategy_label"])
+    plot = learning_curve(frame, palette)  # n_train is 0 here: the axis falls back to ordinal sizes
+    assert plot is not None
+    colours = {line.get_color() for line in plot.figure.axes[0].get_lines()}
+    assert colours and colours <= set(palette.values())
+    assert [t.get_text() for t in plot.figure.axes[0].get_xticklabels()] == ["10", "all"]
+
+
+def test_pareto_mask() -> None:
+    wall = [1, 2, 3, 4, 2]
+    acc = [0.5, 0.7, 0.6, 0.9, 0.7]
+    assert pareto_mask(wall, acc).tolist() == [True, True, False, True, True]
+
+
+def test_cost_table_against_scratch_of_same_cell() -> None:
+    frame = frame_of(run_rows({"scratch": [0.5, 0.5], "full": [0.7, 0.7], "frozen": [0.6, 0.6]}))
+    frame["wall_s"] = np.where(frame["strategy"] == "full", 11.0, np.where(frame["strategy"] == "frozen", 0.5, 1.0))
+    frame["trainable_params"] = np.where(frame["strategy"] == "frozen", 2_000_000, 10_000_000)
+    for column in ("test_balanced_acc", "test_macro_f1", "total_params"):
+        frame[column] = np.nan
+    cost = cost_table(frame).set_index("strategy_label")
+    assert cost.loc["full", "gain_pts"] == pytest.approx(20.0)
+    assert cost.loc["full", "gain_pts_per_extra_s"] == pytest.approx(2.0)
+    assert cost.loc["full", "gain_pts_per_m_trainable"] == pytest.approx(2.0)
+    assert np.isnan(cost.loc["frozen", "gain_pts_per_extra_s"])
+    assert cost.loc["frozen", "note"] == "no slower than scratch"
+    assert list(results_table(frame)["strategy_label"]) == ["scratch", "frozen", "full"]
+
+
+def test_failed_table_keeps_first_line() -> None:
+    frame = frame_of(run_rows({"full": [0.5]}))
+    frame["status"] = "failed"
+    frame["error"] = "\n  ValueError: bad size\nmore"
+    frame["attempts"] = 2
+    assert failed_table(frame).loc[0, "error"] == "ValueError: bad size"
+
+
+def test_progress_and_version_warning() -> None:
+    frame = pd.DataFrame({"status": ["done", "done", "failed"], "training_version": ["1", "1", "1"]})
+    assert progress(frame, 5).partial and not progress(frame, 3).partial
+    assert not progress(frame, None).partial
+    assert training_version_warning(frame) is None
+    frame.loc[0, "training_version"] = "2"
+    assert "2 training versions" in training_version_warning(frame)
+
+
+def test_markdown_table_escapes_pipes() -> None:
+    text = markdown_table(pd.DataFrame({"a|b": ["x|y"], "c": ["line\nbreak"]}))
+    assert text.splitlines()[0] == r"| a\|b | c |"
+    assert text.splitlines()[2] == r"| x\|y | line break |"
+
+
+def test_store_with_only_failed_runs_still_reports_them(tmp_path: Path) -> None:
+    db = tmp_path / "failed.db"
+    with ResultStore(db) as store:
+        for seed in (0, 1):
+            spec = RunSpec(
+                run_id=f"run{seed}", suite="quick", backbone="resnet18", weights="none", dataset={"name": "digits"},
+                size="10", strategy="scratch", strategy_params={}, seed=seed, training={},
+            )
+            store.write(spec, RunResult.failure(spec.run_id, "DataError: digits: too few images\nmore"))
+    report = render_report(db, tmp_path / "out")
+    assert (report.n_done, report.n_failed, report.plots) == (0, 2, [])
+    text = report.html_path.read_text(encoding="utf-8")
+    assert "no verdict" in text and "DataError: digits: too few images" in text
+
+
+def test_unwritable_report_folder_is_report_error(rendered, tmp_path: Path) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file where the report folder should go")
+    with pytest.raises(ReportError, match="cannot write report"):
+        render_report(rendered[0].out_dir.parent / "quick.db", blocker / "report")
