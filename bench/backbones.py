@@ -233,7 +233,7 @@ def _module_tree_stages(model: nn.Module, head: set[str]) -> list[list[str]]:
 
     torchvision models keep their stages either as top-level children (ResNet's layer1-4) or
     inside one dominant container (``features`` in EfficientNet and VGG, ``encoder.layers``
-    in ViT); opening that container until it has several children finds the stages in both.
+    in ViT).
     """
     counts = {name: p.numel() for name, p in model.named_parameters() if name not in head}
     total = sum(counts.values()) or 1
@@ -248,16 +248,18 @@ def _module_tree_stages(model: nn.Module, head: set[str]) -> list[list[str]]:
     for name, module in model.named_children():
         if owned(name):
             groups.append(name)
+    # Stages are groups that carry real weight; while fewer than three do, the weight sits
+    # in one container (EfficientNet's ``features``, ViT's ``encoder.layers``): open it.
     for _ in range(4):
+        if sum(weight(g) >= 0.02 * total for g in groups) >= 3:
+            break
         dominant = max(groups, key=weight, default=None)
-        if dominant is None or weight(dominant) < total / 2:
+        if dominant is None or dominant.endswith(":own"):
             break
         module = model.get_submodule(dominant)
         children = [f"{dominant}.{n}" for n, _ in module.named_children() if owned(f"{dominant}.{n}")]
-        if len(children) < 2:
+        if not children:
             break
-        if len(children) == 2 and max(weight(c) for c in children) < weight(dominant) / 2:
-            break  # a ResNet stage of two blocks is a stage, not a container of stages
         index = groups.index(dominant)
         loose = [n for n in owned(dominant) if not any(n.startswith(c + ".") for c in children)]
         groups[index:index + 1] = children

@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny suites on real data (digits, procedural shapes) and a tiny timm model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+# Tests must never wait on a model hub: offline hub loads fail at once instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+TINY_TRAINING: dict[str, Any] = {
+    "epochs": 1,
+    "batch_size": 16,
+    "image_size": 16,
+    "augment": "none",
+    "num_workers": 0,
+    "warmup_epochs": 0,
+}
+
+
+def tiny_suite_dict(name: str = "tiny", **overrides: Any) -> dict[str, Any]:
+    """A suite of a few seconds: test_resnet pretrained on shapes, digits at two sizes."""
+    suite: dict[str, Any] = {
+        "name": name,
+        "backbones": [{"name": "test_resnet", "weights": ["pretrain:shapes"]}],
+        "pretrain": {
+            "shapes": {
+                "dataset": {"name": "shapes", "options": {"classes": 4, "per_class": 20, "test_per_class": 5, "image_size": 16}},
+                "training": dict(TINY_TRAINING),
+            }
+        },
+        "datasets": [{"name": "digits", "sizes": [3, 5]}],
+        "strategies": ["scratch", "frozen", {"name": "partial", "k": 1}, "full"],
+        "seeds": [0],
+        "training": dict(TINY_TRAINING),
+        "device": "cpu",
+    }
+    suite.update(overrides)
+    return suite
+
+
+@pytest.fixture
+def write_suite(tmp_path: Path):
+    """Write a suite dict (or raw text) to a YAML file and return its path."""
+
+    def write(content: dict[str, Any] | str, filename: str = "suite.yaml") -> Path:
+        path = tmp_path / filename
+        path.write_text(content if isinstance(content, str) else yaml.safe_dump(content, sort_keys=False))
+        return path
+
+    return write
