@@ -1,0 +1,137 @@
+"""The results store: round trip, resume bookkeeping, claims, schema version, export."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from bench.errors import StoreError
+from bench.records import EpochRecord, RunResult
+from bench.store import SCHEMA_VERSION, ResultStore
+from bench.suite import suite_from_dict
+from tests.conftest import tiny_suite_dict
+
+EXPORT_COLUMNS = [
+    "run_id", "backbone", "weights", "dataset", "size", "strategy", "seed", "status",
+    "test_acc", "val_acc", "train_s", "wall_s", "trainable_params", "total_params",
+]
+
+
+def _cells():
+    return suite_from_dict(tiny_suite_dict(seeds=[0, 1])).expand()
+
+
+def _result(spec, accuracy=0.5, status="done"):
+    return RunResult(
+        run_id=spec.run_id, status=status, test_acc=accuracy, test_balanced_acc=accuracy, test_macro_f1=accuracy,
+        val_acc=accuracy, train_s=1.5, eval_s=0.1, wall_s=2.0, images_per_s=100.0, trainable_params=5130,
+        total_params=11_000_000, peak_mem_mb=321.0, device="cpu", epochs_run=2, versions={"torch": "x"},
+        epochs=[EpochRecord(1, 2.0, 0.3, 0.4, 1e-3, 0.7), EpochRecord(2, 1.0, 0.6, accuracy, 5e-4, 0.8)],
+        train_indices=[3, 1, 2], val_indices=[9], error=None if status == "done" else "boom",
+    )
+
+
+def test_round_trip_keeps_every_field(tmp_path):
+    spec = _cells()[0]
+    written = _result(spec, 0.75)
+    with ResultStore(tmp_path / "s.db") as store:
+        store.write(spec, written)
+        assert store.result(spec.run_id) == written
+        assert store.specs() == [spec]
+        frame = store.frame()
+    assert frame.loc[0, "test_acc"] == 0.75 and frame.loc[0, "n_train"] == 3
+    assert frame.loc[0, "strategy_label"] == spec.strategy_label
+
+
+def test_pending_skips_done_and_optionally_failed(tmp_path):
+    cells = _cells()
+    with ResultStore(tmp_path / "s.db") as store:
+        store.write(cells[0], _result(cells[0]))
+        store.write(cells[1], _result(cells[1], status="failed"))
+        assert store.pending(cells) == cells[2:]
+        assert store.pending(cells, retry_failed=True) == [cells[1], *cells[2:]]
+        assert store.pending(cells, force=True) == cells
+
+
+def test_a_claim_blocks_a_second_owner_until_released(tmp_path):
+    spec = _cells()[0]
+    with ResultStore(tmp_path / "s.db") as store, ResultStore(tmp_path / "s.db") as other:
+        # An owner on another host cannot be checked for liveness, so its fresh claim holds.
+        assert store.claim(spec, "other-host:1")
+        assert not other.claim(spec, "other-host:2")
+        store.release(spec.run_id, "other-host:1")
+        assert other.statuses() == {}, "a released claim leaves nothing behind"
+        assert other.claim(spec, "other-host:2")
+
+
+def test_a_live_claim_is_respected_and_a_dead_one_is_not(tmp_path):
+    import os
+    import socket
+
+    spec = _cells()[0]
+    live = f"{socket.gethostname()}:{os.getpid()}"
+    dead = f"{socket.gethostname()}:999999999"
+    with ResultStore(tmp_path / "s.db") as store:
+        assert store.claim(spec, live)
+        assert not store.claim(spec, "someone-else")
+        assert store.pending([spec]) == []
+    with ResultStore(tmp_path / "t.db") as store:
+        assert store.claim(spec, dead)
+        assert store.pending([spec]) == [spec], "a claim whose process is gone is pending again"
+        assert store.claim(spec, live)
+
+
+def test_released_rerun_keeps_the_previous_result(tmp_path):
+    spec = _cells()[0]
+    with ResultStore(tmp_path / "s.db") as store:
+        store.write(spec, _result(spec, 0.6))
+        assert store.claim(spec, "h:1", allow=("done",))
+        store.release(spec.run_id, "h:1")
+        assert store.result(spec.run_id).test_acc == 0.6
+
+
+def test_schema_version_is_recorded_and_a_newer_file_refused(tmp_path):
+    path = tmp_path / "s.db"
+    ResultStore(path).close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer than this transfer-bench"):
+        ResultStore(path)
+
+
+def test_not_a_database_is_a_clear_error(tmp_path):
+    path = tmp_path / "junk.db"
+    path.write_text("not sqlite at all" * 100)
+    with pytest.raises(StoreError, match="junk.db"):
+        ResultStore(path)
+
+
+def test_missing_store_for_reading_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="no results store"):
+        ResultStore(tmp_path / "none.db", readonly=True)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_writes_one_row_per_run_with_the_documented_columns(tmp_path, fmt):
+    cells = _cells()
+    db = tmp_path / "s.db"
+    with ResultStore(db) as store:
+        for i, spec in enumerate(cells[:3]):
+            store.write(spec, _result(spec, 0.1 * i))
+    out = tmp_path / f"out.{fmt}"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "export", str(db), "--format", fmt, "--out", str(out)],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    frame = pd.read_csv(out) if fmt == "csv" else pd.read_parquet(out)
+    assert len(frame) == 3
+    assert set(EXPORT_COLUMNS) <= set(frame.columns)
+    assert sorted(frame["run_id"]) == sorted(c.run_id for c in cells[:3])
