@@ -1,0 +1,32 @@
+# Two entry points, each setting itself up on a fresh machine:
+#   make quick   run suites/quick.yaml and render reports/quick/
+#   make test    run the test suite
+# The virtual environment lives in .venv/ and is rebuilt only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV := .venv
+# torch and torchvision are installed first, as a matched pair; override for another platform,
+# e.g. make TORCH="torch torchvision --index-url https://download.pytorch.org/whl/cpu" test
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: quick test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet $(TORCH)
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+quick: $(STAMP)
+	$(VENV)/bin/transfer-bench run suites/quick.yaml
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+clean:
+	rm -rf results/*.db* results/pretrained reports/*/
