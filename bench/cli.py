@@ -160,8 +160,19 @@ def _render(db: Path, out: Path) -> None:
 
 
 def _verdict_lines(verdict) -> str:
-    columns = [c for c in ("backbone", "dataset", "size", "best_transfer", "diff", "ci_low", "ci_high", "call") if c in verdict]
-    return verdict[columns].to_string(index=False, float_format=lambda v: f"{v:+.3f}")
+    """The verdict as a short terminal table: one line per backbone, dataset and size."""
+    rows = []
+    for _, row in verdict.iterrows():
+        diff = row.get("mean_diff")
+        low, high = row.get("ci_low"), row.get("ci_high")
+        interval = "no CI (1 seed)" if low != low else f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+        rows.append((
+            str(row["backbone"]), str(row["dataset"]), str(row["size"]), str(row.get("best_strategy", "")),
+            "" if diff != diff or diff is None else f"{100 * diff:+.1f} pts", interval,
+            f"{int(row.get('wins', 0))}/{int(row.get('ties', 0))}/{int(row.get('losses', 0))}", str(row["call"]),
+        ))
+    header = ("backbone", "dataset", "size", "best transfer", "vs scratch", "95% CI (pts)", "W/T/L", "verdict")
+    return _table(header, rows)
 
 
 @app.command()
@@ -201,6 +212,69 @@ def export(
         except ImportError as exc:
             raise BenchError(f"parquet export needs pyarrow: pip install pyarrow ({exc})") from None
     typer.echo(f"{len(frame)} runs -> {destination}")
+
+
+@app.command()
+@_guard
+def check(
+    data: str = typer.Option(..., "--data", "-d", help="An image folder (train/ and test/ of class folders, or class folders) or a dataset name."),
+    backbone: str = typer.Option("resnet18", help="timm name, or torchvision:NAME."),
+    weights: str = typer.Option("hub", help="hub, hub:TAG or file:PATH (offline: a local state dict)."),
+    sizes: Optional[str] = typer.Option(None, help="Comma list of per-class sizes, fractions or all (default: a few up to all)."),
+    seeds: int = typer.Option(3, min=1, help="Seeds per cell; the verdict pairs transfer and scratch by seed."),
+    budget: Optional[str] = typer.Option(None, help="Training time budget per run, e.g. 90s, 10m."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per run (default 10)."),
+    image_size: Optional[int] = typer.Option(None, help="Input size (default: what the weights expect)."),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="Batch size (default 64)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    executor: Optional[str] = typer.Option(None, "--executor", "-e", help="local (default), inprocess, gpus."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs at once with the local executor."),
+    name: Optional[str] = typer.Option(None, help="Suite name (default check-<data>)."),
+    results_dir: Path = typer.Option(Path("results"), help="Where results/<name>.db lives."),
+    reports_dir: Path = typer.Option(Path("reports"), help="Where reports/<name>/ is written."),
+) -> None:
+    """Does transfer beat scratch on new data? Runs an ad-hoc suite resumably and prints the verdict."""
+    from bench.check import build_check
+    from bench.runner import run_suite
+
+    size_list = [_size(s) for s in sizes.split(",")] if sizes else None
+    plan = build_check(
+        data, backbone=backbone, weights=weights, sizes=size_list, seeds=seeds, budget=budget, epochs=epochs,
+        image_size=image_size, batch_size=batch_size, device=device, name=name,
+    )
+    if plan.problems:
+        typer.echo(f"{len(plan.problems)} problem(s) in the data, skipped:", err=True)
+        for problem in plan.problems[:20]:
+            typer.echo(f"  {problem}", err=True)
+        if len(plan.problems) > 20:
+            typer.echo(f"  ... and {len(plan.problems) - 20} more", err=True)
+    suite = plan.suite
+    typer.echo(f"{suite.name}: {plan.classes} classes (smallest has {plan.smallest_class} training images), "
+               f"sizes {suite.datasets[0].sizes}, {len(suite.seeds)} seeds, backbone {backbone} ({weights})")
+    observer = _ProgressBars()
+    try:
+        summary = run_suite(suite, results_dir=results_dir, executor=executor, jobs=jobs, observer=observer)
+    except KeyboardInterrupt:
+        observer.close()
+        typer.echo("interrupted: finished runs are saved; run the same command again to resume", err=True)
+        raise typer.Exit(130)
+    observer.close()
+    typer.echo(f"{summary.done} done, {summary.failed} failed, {summary.already_done} already done -> {summary.store_path}")
+    _render(summary.store_path, reports_dir / suite.name)
+
+
+def _size(text: str) -> int | float | str:
+    text = text.strip()
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise BenchError(f"--sizes: {text!r} is not a size (use 10, 0.1 or all)") from None
 
 
 # -- list ---------------------------------------------------------------------------------

@@ -1,9 +1,11 @@
-"""How jobs get run: in this process, or each in its own child process on a slot.
+"""How jobs get run: in this process, each in its own child process on a slot, or as Ray tasks.
 
 An executor starts a job on a free slot and reports back through one queue: progress events
 and, last, one ``Outcome``. It never touches the store; the driver reads the queue on its
 main thread and is the single writer. A child process runs in its own session so a hard
-timeout or an abandon can kill its whole process group, DataLoader workers included.
+timeout or an abandon can kill its whole process group, DataLoader workers included, and it
+holds the read end of a pipe whose write end only the driver has: when the driver dies, even
+by SIGKILL, the pipe closes and the child kills its own group, so nothing is left running.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
@@ -24,6 +27,9 @@ from bench.worker import EVENT_FD_ENV, describe_failure, execute
 
 # Seconds between SIGTERM and SIGKILL when a run is stopped: time to flush, not to finish.
 KILL_GRACE_S = 10.0
+ABANDONED = "abandoned"
+LIFELINE_FD_ENV = "TRANSFER_BENCH_LIFELINE_FD"
+_CHILD_ENTRY = "from bench.executors import child_main; child_main()"
 
 
 @dataclass
@@ -69,6 +75,7 @@ class Executor:
         self.messages: queue.Queue[Message] = queue.Queue()
         self._busy: dict[int, Job] = {}
         self._lock = threading.Lock()
+        self._abandoned = threading.Event()
 
     def free_slots(self) -> int:
         with self._lock:
@@ -101,6 +108,16 @@ class Executor:
 
     def abandon(self) -> None:
         """Stop everything running now; its jobs end with an 'abandoned' outcome."""
+        self._abandoned.set()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no job is running; False if some still are after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.running():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def close(self) -> None:
         self.abandon()
@@ -111,89 +128,127 @@ class InProcessExecutor(Executor):
 
     def __init__(self) -> None:
         super().__init__(slots=1)
-        self._abandoned = threading.Event()
 
     def _execute(self, slot: int, job: Job) -> Outcome:
         def emit(event: dict[str, Any]) -> None:
             if self._abandoned.is_set():
-                raise KeyboardInterrupt("abandoned")
+                raise KeyboardInterrupt(ABANDONED)
             self.messages.put(Message("event", job, event=event))
 
         try:
             return Outcome(job, value=execute(job.to_dict(), emit))
         except KeyboardInterrupt:
-            return Outcome(job, error="abandoned")
-
-    def abandon(self) -> None:
-        self._abandoned.set()
+            return Outcome(job, error=ABANDONED)
 
 
 class SubprocessExecutor(Executor):
-    """Each job in a fresh ``python -m bench.worker`` child; ``slot_env`` pins slots to GPUs."""
+    """Each job in a fresh worker child in its own session; ``slot_env`` pins slots to GPUs."""
 
     def __init__(self, slots: int = 1, slot_env: list[dict[str, str]] | None = None, kill_grace_s: float = KILL_GRACE_S):
         super().__init__(slots=slots)
         self.slot_env = slot_env or [{} for _ in range(slots)]
         self.kill_grace_s = kill_grace_s
         self._children: dict[int, subprocess.Popen[bytes]] = {}
-        self._abandoned = threading.Event()
 
     def _execute(self, slot: int, job: Job) -> Outcome:
+        if self._abandoned.is_set():
+            return Outcome(job, error=ABANDONED)
         read_fd, write_fd = os.pipe()
-        env = {**os.environ, **self.slot_env[slot % len(self.slot_env)], EVENT_FD_ENV: str(write_fd), "PYTHONUNBUFFERED": "1"}
-        with tempfile.TemporaryFile() as stderr:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "bench.worker"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                stderr=stderr, env=env, pass_fds=(write_fd,), start_new_session=True,
-            )
-            os.close(write_fd)
-            with self._lock:
-                self._children[slot] = child
-            try:
-                assert child.stdin is not None
-                child.stdin.write(json.dumps(job.to_dict()).encode())
-                child.stdin.close()
-            except BrokenPipeError:
-                pass
-            final: dict[str, Any] = {}
-            timed_out = threading.Event()
-            watchdog = None
-            if job.timeout_s:
-                watchdog = threading.Timer(job.timeout_s, self._timeout, args=(child, timed_out))
-                watchdog.daemon = True
-                watchdog.start()
-            with os.fdopen(read_fd, "r") as channel:
-                for line in channel:
-                    try:
-                        event = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if event.get("type") in ("outcome", "error"):
-                        final = event
-                    else:
-                        self.messages.put(Message("event", job, event=event))
-            code = child.wait()
+        life_read, life_write = os.pipe()
+        env = {
+            **os.environ, **self.slot_env[slot % len(self.slot_env)],
+            EVENT_FD_ENV: str(write_fd), LIFELINE_FD_ENV: str(life_read), "PYTHONUNBUFFERED": "1",
+        }
+        timed_out = threading.Event()
+        watchdog: threading.Timer | None = None
+        try:
+            with tempfile.TemporaryFile() as stderr:
+                try:
+                    child = subprocess.Popen(
+                        [sys.executable, "-c", _CHILD_ENTRY], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                        stderr=stderr, env=env, pass_fds=(write_fd, life_read), start_new_session=True,
+                    )
+                finally:
+                    os.close(write_fd)
+                    os.close(life_read)
+                with self._lock:
+                    self._children[slot] = child
+                if self._abandoned.is_set():  # an abandon that came while this child was starting
+                    threading.Thread(target=terminate_group, args=(child, self.kill_grace_s), daemon=True).start()
+                _send_job(child, job)
+                if job.timeout_s:
+                    watchdog = threading.Timer(job.timeout_s, self._timeout, args=(child, timed_out))
+                    watchdog.daemon = True
+                    watchdog.start()
+                final = self._read_events(job, child, read_fd)
+                read_fd = -1
+                code = child.wait()
+                # Whatever is left in the group (a DataLoader worker, a forked helper) is an orphan now.
+                kill_group(child.pid)
+                with self._lock:
+                    self._children.pop(slot, None)
+                stderr.seek(0)
+                tail = stderr.read()[-4000:].decode(errors="replace")
+        finally:
             if watchdog is not None:
                 watchdog.cancel()
-            with self._lock:
-                self._children.pop(slot, None)
-            stderr.seek(0)
-            tail = stderr.read()[-4000:].decode(errors="replace")
+            if read_fd >= 0:
+                os.close(read_fd)
+            os.close(life_write)
         if final.get("type") == "outcome":
             return Outcome(job, value=final["value"])
         if final.get("type") == "error":
             return Outcome(job, error=final["error"], traceback=final.get("traceback"))
-        if self._abandoned.is_set():
-            return Outcome(job, error="abandoned")
         if timed_out.is_set():
-            return Outcome(job, error=f"timed out: killed after the hard limit of {job.timeout_s:.0f} s", traceback=tail or None)
+            return Outcome(job, error=f"timed out: killed after the hard limit of {job.timeout_s:g} s", traceback=tail or None)
+        if self._abandoned.is_set():
+            return Outcome(job, error=ABANDONED)
         return Outcome(job, error=describe_exit(code, tail), traceback=tail or None)
+
+    def _read_events(self, job: Job, child: subprocess.Popen[bytes], read_fd: int) -> dict[str, Any]:
+        """Pass progress on until the channel closes or the child is gone; return the last outcome."""
+        final: dict[str, Any] = {}
+        buffer = b""
+        exited_at: float | None = None
+        with os.fdopen(read_fd, "rb", buffering=0) as channel:
+            while True:
+                ready, _, _ = select.select([channel], [], [], 0.2)
+                if ready:
+                    chunk = channel.read(65536)
+                    if not chunk:
+                        break
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        final = self._event(job, line, final)
+                    continue
+                # A grandchild that inherited the channel can keep it open after the child exits.
+                if child.poll() is not None:
+                    exited_at = exited_at or time.monotonic()
+                    if time.monotonic() - exited_at > 0.5:
+                        break
+        if buffer:
+            final = self._event(job, buffer, final)
+        return final
+
+    def _event(self, job: Job, line: bytes, final: dict[str, Any]) -> dict[str, Any]:
+        try:
+            event = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return final
+        if not isinstance(event, dict):
+            return final
+        if event.get("type") in ("outcome", "error"):
+            return event
+        self.messages.put(Message("event", job, event=event))
+        return final
 
     def _timeout(self, child: subprocess.Popen[bytes], flag: threading.Event) -> None:
         flag.set()
         terminate_group(child, self.kill_grace_s)
 
     def abandon(self) -> None:
+        """SIGTERM every running child's group, SIGKILL what is left after the grace period."""
         self._abandoned.set()
         with self._lock:
             children = list(self._children.values())
@@ -204,12 +259,38 @@ class SubprocessExecutor(Executor):
             thread.join()
 
 
+def _send_job(child: subprocess.Popen[bytes], job: Job) -> None:
+    try:
+        assert child.stdin is not None
+        child.stdin.write(json.dumps(job.to_dict()).encode())
+        child.stdin.close()
+    except BrokenPipeError:
+        pass
+
+
+def child_main() -> None:
+    """Entry point of a worker child: guard against the driver's death, then run the job."""
+    from bench.worker import main
+
+    lifeline = os.environ.pop(LIFELINE_FD_ENV, None)
+    if lifeline is not None:
+        threading.Thread(target=_watch_lifeline, args=(int(lifeline),), daemon=True, name="lifeline").start()
+    sys.exit(main())
+
+
+def _watch_lifeline(fd: int) -> None:
+    """Block on the driver's pipe; end of file means the driver is gone, so end this group."""
+    try:
+        while os.read(fd, 1):
+            pass
+    except OSError:
+        pass
+    os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
 def terminate_group(child: subprocess.Popen[bytes], grace_s: float) -> None:
     """SIGTERM the child's process group, then SIGKILL whatever is left after ``grace_s``."""
-    try:
-        pgid = os.getpgid(child.pid)
-    except ProcessLookupError:
-        return
+    pgid = child.pid  # the child leads its own session, so its pid is its group id
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pgid, sig)
@@ -217,12 +298,21 @@ def terminate_group(child: subprocess.Popen[bytes], grace_s: float) -> None:
             return
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if child.poll() is not None and not _group_alive(pgid):
+            if child.poll() is not None and not group_alive(pgid):
                 return
             time.sleep(0.05)
 
 
-def _group_alive(pgid: int) -> bool:
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process left in a group; no error when it is already empty."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of a group still exists (zombies included until reaped)."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -235,7 +325,10 @@ def _group_alive(pgid: int) -> bool:
 def describe_exit(code: int, stderr_tail: str) -> str:
     """Why a child ended without an outcome, in one line."""
     if code < 0:
-        name = signal.Signals(-code).name
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
         hint = {"SIGKILL": " (killed: out of memory?)", "SIGSEGV": " (segmentation fault)", "SIGABRT": " (aborted)"}
         return f"worker died from {name}{hint.get(name, '')}"
     last = next((line for line in reversed(stderr_tail.strip().splitlines()) if line.strip()), "")
@@ -246,7 +339,7 @@ def visible_gpus() -> list[str]:
     """GPU ids this process may use, honouring CUDA_VISIBLE_DEVICES."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return [g for g in visible.split(",") if g.strip()]
+        return [g.strip() for g in visible.split(",") if g.strip()]
     try:
         import torch
 
@@ -255,22 +348,32 @@ def visible_gpus() -> list[str]:
         return []
 
 
-def make_executor(kind: str, *, jobs: int | None = None, per_gpu: int = 1) -> Executor:
-    """Build an executor by name: ``local`` (default), ``inprocess`` or ``gpus``."""
+def gpu_slot_env(gpus: list[str], per_gpu: int = 1) -> list[dict[str, str]]:
+    """One environment per slot: each GPU repeated ``per_gpu`` times, slots spread across GPUs."""
+    return [{"CUDA_VISIBLE_DEVICES": gpu} for _ in range(per_gpu) for gpu in gpus]
+
+
+def make_executor(
+    kind: str, *, jobs: int | None = None, per_gpu: int = 1, address: str | None = None,
+    max_retries: int = 2, kill_grace_s: float = KILL_GRACE_S,
+) -> Executor:
+    """Build an executor by name: ``local`` (default), ``inprocess``, ``gpus`` or ``ray``."""
+    from bench.errors import BenchError
+
+    if per_gpu < 1:
+        raise BenchError(f"--per-gpu {per_gpu}: need at least one run per GPU")
     if kind == "inprocess":
         return InProcessExecutor()
     if kind == "local":
-        return SubprocessExecutor(slots=jobs or 1)
+        return SubprocessExecutor(slots=jobs or 1, kill_grace_s=kill_grace_s)
     if kind == "gpus":
         gpus = visible_gpus()
         if not gpus:
-            from bench.errors import BenchError
-
             raise BenchError("executor 'gpus' needs at least one visible GPU; use --executor local")
-        envs = [{"CUDA_VISIBLE_DEVICES": gpu} for gpu in gpus for _ in range(per_gpu)]
-        return SubprocessExecutor(slots=len(envs), slot_env=envs)
+        envs = gpu_slot_env(gpus, per_gpu)
+        return SubprocessExecutor(slots=len(envs), slot_env=envs, kill_grace_s=kill_grace_s)
     if kind == "ray":
-        from bench.errors import BenchError
+        from bench.ray_executor import RayExecutor
 
-        raise BenchError("executor 'ray' is not available in this build; use local or gpus")
-    raise ValueError(f"unknown executor {kind!r}")
+        return RayExecutor(address=address, slots=jobs, per_gpu=per_gpu, max_retries=max_retries)
+    raise BenchError(f"unknown executor {kind!r}: use local, inprocess, gpus or ray")

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 EVENT_FD_ENV = "TRANSFER_BENCH_EVENT_FD"
+FAULT_ENV = "TRANSFER_BENCH_FAULT"
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -29,6 +30,7 @@ def execute(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     def on_epoch(record: Any, total: int) -> None:
         emit({"type": "epoch", "total": total, **dataclasses.asdict(record)})
 
+    _inject_fault(job)
     payload = job["payload"]
     if job["kind"] == "pretrain":
         return ensure_pretrained(payload["pretrain"], payload["cache_dir"], payload.get("device", "auto"), on_epoch)
@@ -40,6 +42,37 @@ def execute(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
         result = run(spec, weights_file=weights_file, on_epoch=on_epoch)
         return dataclasses.asdict(result)
     raise ValueError(f"unknown job kind {job['kind']!r}")
+
+
+def _inject_fault(job: dict[str, Any]) -> None:
+    """Fault-injection hook for the harness's own tests: TRANSFER_BENCH_FAULT=KIND[=ARG][:RUN_ID_PREFIX]."""
+    fault = os.environ.get(FAULT_ENV)
+    if not fault or job["kind"] != "run":
+        return
+    kind, _, prefix = fault.partition(":")
+    kind, _, arg = kind.partition("=")
+    if not job["key"].startswith(prefix):
+        return
+    if kind == "segfault":
+        import ctypes
+
+        ctypes.string_at(0)
+    elif kind == "exit":
+        os._exit(int(arg or 3))
+    elif kind == "oom":  # ARG: only while the batch size is at least this
+        batch_size = json.loads(job["payload"]["spec"])["training"]["batch_size"]
+        if batch_size >= int(arg or 1):
+            import torch
+
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (batch size {batch_size})")
+    elif kind == "hang":  # deaf to SIGTERM, with a forked helper in its group, like a stuck DataLoader
+        import signal
+        import time
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.fork()
+        while True:
+            time.sleep(1)
 
 
 def describe_failure(exc: BaseException) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from report_fixtures import build_store
+from tests.report_fixtures import build_store
 
 from bench.report import render_report
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from report_fixtures import FAILED_ERROR, SIZES, STRATEGIES, build_store, frame_of, run_rows
+from tests.report_fixtures import FAILED_ERROR, SIZES, STRATEGIES, build_store, frame_of, run_rows
 
 from bench.errors import ReportError
 from bench.records import RunResult, RunSpec

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from report_fixtures import frame_of, run_rows
+from tests.report_fixtures import frame_of, run_rows
 
 from bench.report.verdict import (
     CALL_NO_SCRATCH,
@@ -18,6 +18,7 @@ from bench.report.verdict import (
     CALL_TOO_FEW,
     CALL_TRANSFER,
     CALL_UNCLEAR,
+    MIN_PAIRS_FOR_CALL,
     TIE_EPS,
     bootstrap_ci,
     classify,
@@ -96,7 +97,9 @@ def test_pairs_only_seeds_present_in_both() -> None:
     assert row["n_pairs"] == 2
     assert row["mean_diff"] == pytest.approx(((0.55 - 0.50) + (0.70 - 0.60)) / 2)
     assert row["ci_low"] == pytest.approx(0.05) and row["ci_high"] == pytest.approx(0.10)
-    assert row["call"] == CALL_TRANSFER
+    # Two agreeing seeds are not evidence: the interval is shown, the call is withheld.
+    assert row["call"] == CALL_TOO_FEW
+    assert "at least 3 paired seeds" in row["summary"]
 
 
 def test_no_shared_seed() -> None:
@@ -180,9 +183,11 @@ def test_interval_lies_within_the_data_and_agrees_with_signs(values: list[float]
     diffs = np.array(values)
     low, high = bootstrap_ci(diffs, n_boot=500)
     assert diffs.min() - 1e-12 <= low <= high <= diffs.max() + 1e-12
-    if (diffs > TIE_EPS).all():
+    if diffs.size < MIN_PAIRS_FOR_CALL:
+        assert classify(low, high, diffs.size) == CALL_TOO_FEW
+    elif (diffs > TIE_EPS).all():
         assert classify(low, high, diffs.size) == CALL_TRANSFER
-    if (diffs < -TIE_EPS).all():
+    elif (diffs < -TIE_EPS).all():
         assert classify(low, high, diffs.size) == CALL_SCRATCH
 
 

@@ -60,9 +60,14 @@ def bootstrap_ci(
     return (float(low), float(high))
 
 
+# A percentile bootstrap over two paired seeds is just their range: two agreeing seeds would
+# "exclude zero" as often as a coin lands twice the same way. Calls need at least three.
+MIN_PAIRS_FOR_CALL = 3
+
+
 def classify(ci_low: float, ci_high: float, n_pairs: int) -> str:
     """Put an interval into words: which side it excludes zero on, if any."""
-    if n_pairs < 2 or math.isnan(ci_low) or math.isnan(ci_high):
+    if n_pairs < MIN_PAIRS_FOR_CALL or math.isnan(ci_low) or math.isnan(ci_high):
         return CALL_TOO_FEW
     if ci_low > TIE_EPS:
         return CALL_TRANSFER
@@ -116,6 +121,11 @@ def _summary(row: dict) -> str:
             f"({record}); one seed gives no confidence interval, so no verdict."
         )
     interval = f"{LEVEL:.0%} CI {row['ci_low'] * 100:+.1f} to {row['ci_high'] * 100:+.1f}"
+    if call == CALL_TOO_FEW:
+        return (
+            f"{where}: {arm} vs scratch {_pts(row['mean_diff'])} ({record} over {n} paired seeds); "
+            f"at least {MIN_PAIRS_FOR_CALL} paired seeds are needed for a verdict."
+        )
     lead = {
         CALL_TRANSFER: f"transfer wins: {arm} beats scratch by {_pts(row['mean_diff'])}",
         CALL_SCRATCH: f"scratch wins: it beats {arm} by {-row['mean_diff'] * 100:.1f} pts",
