@@ -148,7 +148,7 @@ def _build_timm(model_name: str, kind: str, tag: str, num_classes: int) -> Backb
         if pretrained:
             raise WeightsError(
                 f"timm weights for {full_name!r} are not in the local cache and could not be downloaded "
-                f"({type(exc).__name__}); fetch them once online or use weights: file:PATH"
+                f"({type(exc).__name__}); fetch them once online, or load a local file: weights file:PATH in a suite, --weights file:PATH for check"
             ) from None
         raise
     config = timm.data.resolve_data_config(model=model)
@@ -200,7 +200,7 @@ def _build_torchvision(model_name: str, kind: str, tag: str, num_classes: int) -
             cache = Path(torch.hub.get_dir()) / "checkpoints"
             raise WeightsError(
                 f"torchvision weights {weights_enum} are not in {cache} and could not be downloaded "
-                f"({type(exc).__name__}); fetch them once online or use weights: file:PATH"
+                f"({type(exc).__name__}); fetch them once online, or load a local file: weights file:PATH in a suite, --weights file:PATH for check"
             ) from None
         raise
     head_name = _replace_last_linear(model, num_classes)

@@ -8,11 +8,13 @@ block the writer. This module must not import torch.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -81,23 +83,56 @@ _MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
+# Owners started by this process and not yet finished: a claim by this pid with a token not in
+# here belongs to a driver that ended without giving it back, so it is dead even though the pid lives.
+_LOCAL_OWNERS: set[str] = set()
+
+
 def owner_id() -> str:
-    """Identify this driver process in claims: host and pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """A new driver identity for claims: host, pid, the process's start time and a unique token."""
+    pid = os.getpid()
+    owner = f"{socket.gethostname()}:{pid}:{_process_start(pid) or 0}:{uuid.uuid4().hex[:12]}"
+    _LOCAL_OWNERS.add(owner)
+    return owner
+
+
+def retire_owner(owner: str) -> None:
+    """Mark a driver identity of this process as finished: its leftover claims are dead."""
+    _LOCAL_OWNERS.discard(owner)
+
+
+def _process_start(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (Linux), which tells a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+        # The command name may hold spaces or parentheses, so fields are counted after the last ')'.
+        return data[data.rindex(b")") + 2:].split()[19].decode()
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _owner_alive(owner: str | None) -> bool:
     if not owner or ":" not in owner:
         return False
-    host, _, pid_text = owner.rpartition(":")
+    host, pid_text, *rest = owner.split(":")
     if host != socket.gethostname():
         return True  # cannot see other hosts' processes; the heartbeat age decides instead
     try:
-        os.kill(int(pid_text), 0)
+        pid = int(pid_text)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, ValueError):
-        return True
+    except ValueError:
+        return False
+    except PermissionError:
+        pass
+    if rest and rest[0] != "0":
+        started = _process_start(pid)
+        if started is not None and started != rest[0]:
+            return False  # the pid now belongs to another process
+    if pid == os.getpid() and len(rest) >= 2:
+        return owner in _LOCAL_OWNERS
     return True
 
 
@@ -134,15 +169,32 @@ class ResultStore:
         return db
 
     def _check_writable(self) -> None:
+        """Fail before the first write when the folder cannot take one: missing, read-only or full."""
         folder = self.path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreError(f"{folder}: cannot create results folder: {exc.strerror}") from exc
+            raise StoreError(f"{folder}: cannot create results folder: {exc.strerror or exc}") from exc
+        if not folder.is_dir():
+            raise StoreError(f"{folder}: results folder is not a folder")
         if not os.access(folder, os.W_OK):
             raise StoreError(f"{folder}: results folder is not writable")
         if self.path.exists() and not os.access(self.path, os.W_OK):
             raise StoreError(f"{self.path}: results store is read-only")
+        # os.access says yes to root even on a read-only mount or a full disk; a real write does not.
+        probe = folder / f".{self.path.name}.probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(probe, "wb") as handle:
+                handle.write(b"\0" * 8192)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            raise StoreError(f"{folder}: results folder cannot be written: {_os_reason(exc)}") from exc
+        finally:
+            try:
+                probe.unlink()
+            except OSError:
+                pass
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -150,12 +202,17 @@ class ResultStore:
             raise StoreError(
                 f"{self.path}: store schema v{version} is newer than this transfer-bench (v{SCHEMA_VERSION}); upgrade it"
             )
-        for target in range(version, SCHEMA_VERSION):
+        while version < SCHEMA_VERSION:
             with self._write():
-                for statement in _MIGRATIONS[target].split(";"):
+                # Read again under the write lock: another driver may have migrated meanwhile.
+                version = self._db.execute("PRAGMA user_version").fetchone()[0]
+                if version >= SCHEMA_VERSION:
+                    break
+                for statement in _MIGRATIONS[version].split(";"):
                     if statement.strip():
                         self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version={target + 1}")
+                self._db.execute(f"PRAGMA user_version={version + 1}")
+            version += 1
 
     def _write(self) -> _Transaction:
         return _Transaction(self._db, self.path)

@@ -1,0 +1,85 @@
+"""``transfer-bench check`` on a small generated image folder, end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bench.backbones import build_backbone
+from bench.check import build_check, default_sizes, dataset_entry
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """Three classes of 14 coloured 16x16 images each, plus one corrupt file."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "my-photos"
+    for c, colour in enumerate([(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        folder = root / f"class_{c}"
+        folder.mkdir(parents=True)
+        for i in range(14):
+            pixels = np.clip(rng.normal(colour, 40, size=(16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    (root / "class_1" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+def test_check_builds_sizes_every_class_can_supply(image_folder):
+    plan = build_check(str(image_folder), backbone="test_resnet", weights="none", seeds=2)
+    assert plan.classes == 3
+    assert any("broken.png" in p for p in plan.problems)
+    sizes = plan.suite.datasets[0].sizes
+    assert sizes[-1] == "all" and all(s < plan.smallest_class for s in sizes[:-1])
+    assert plan.suite.name == "check-my-photos"
+
+
+def test_default_sizes_and_entries():
+    assert default_sizes(1000, 0.1) == [5, 10, 25, 50, "all"]
+    assert default_sizes(12, 0.1) == [5, 10, "all"]
+    assert dataset_entry("cifar10") == {"name": "cifar10"}
+    assert dataset_entry("./photos")["name"] == "imagefolder"
+
+
+def test_check_end_to_end_prints_the_verdict_and_writes_the_report(image_folder, tmp_path):
+    torch.manual_seed(0)
+    weights = tmp_path / "random-init.pt"
+    torch.save(build_backbone("test_resnet", "none", 5).model.state_dict(), weights)
+    command = [
+        sys.executable, "-m", "bench", "check", "--data", str(image_folder), "--backbone", "test_resnet",
+        "--weights", f"file:{weights}", "--sizes", "3,all", "--seeds", "2", "--epochs", "1", "--image-size", "16",
+        "--batch-size", "8", "--device", "cpu", "--executor", "inprocess",
+        "--results-dir", str(tmp_path / "results"), "--reports-dir", str(tmp_path / "reports"),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 problem(s) in the data" in done.stderr and "broken.png" in done.stderr
+    assert "verdict" in done.stdout and "16 done, 0 failed" in done.stdout
+    assert "no clear difference (n too small)" in done.stdout  # two seeds never make a call
+    assert (tmp_path / "reports" / "check-my-photos" / "index.html").is_file()
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
+    assert again.returncode == 0 and "0 done, 0 failed, 16 already done" in again.stdout
+
+
+def test_check_offline_hub_weights_name_the_way_out(image_folder, tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "check", "--data", str(image_folder), "--backbone", "test_resnet",
+         "--sizes", "3", "--seeds", "1", "--epochs", "1", "--image-size", "16", "--device", "cpu",
+         "--executor", "inprocess", "--results-dir", str(tmp_path / "r"), "--reports-dir", str(tmp_path / "p")],
+        capture_output=True, text=True, timeout=600, env=_env(),
+    )
+    assert "not in the local cache" in done.stdout + done.stderr
+    assert "--weights file:PATH" in done.stdout + done.stderr
+
+
+def _env():
+    import os
+
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
