@@ -8,6 +8,7 @@ block the writer. This module must not import torch.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -15,7 +16,7 @@ import socket
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +218,15 @@ class ResultStore:
     def _write(self) -> _Transaction:
         return _Transaction(self._db, self.path)
 
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Several reads that see one state of the file, even while a driver writes it."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
     def close(self) -> None:
         self._db.close()
 
@@ -256,24 +266,32 @@ class ResultStore:
                 todo.append(spec)
         return todo
 
-    def claim(self, spec: RunSpec, owner: str, *, allow: Iterable[str] = ()) -> bool:
+    def claim(
+        self, spec: RunSpec, owner: str, *, allow: Iterable[str] = (), written_before: float | None = None,
+    ) -> bool:
         """Mark a cell as running by ``owner``; False if another live driver holds or finished it.
 
         ``allow`` lists finished statuses that may be taken over (``failed`` for a retry,
-        ``done`` for a forced rerun). The check and the write happen in one ``BEGIN
-        IMMEDIATE`` transaction, so two drivers cannot both win.
+        ``done`` for a forced rerun); with ``written_before``, only results written before
+        that time may be, so a driver never reruns what another finished after it planned.
+        The check and the write happen in one ``BEGIN IMMEDIATE`` transaction, so two
+        drivers cannot both win.
         """
+        allowed = set(allow)
         now = time.time()
         with self._write():
             row = self._db.execute(
-                "SELECT status, claimed_by, claimed_at FROM runs WHERE run_id = ?", (spec.run_id,)
+                "SELECT status, claimed_by, claimed_at, written_at FROM runs WHERE run_id = ?", (spec.run_id,)
             ).fetchone()
             if row is not None:
                 status = row["status"]
-                if status == STATUS_RUNNING and self._claim_live(row, now) and row["claimed_by"] != owner:
+                if status == STATUS_RUNNING and row["claimed_by"] != owner and self._claim_live(row, now):
                     return False
-                if status in (STATUS_DONE, STATUS_FAILED) and status not in set(allow):
-                    return False
+                if status in (STATUS_DONE, STATUS_FAILED):
+                    if status not in allowed:
+                        return False
+                    if written_before is not None and (row["written_at"] or 0) >= written_before:
+                        return False
                 self._db.execute(
                     "UPDATE runs SET prev_status = CASE WHEN status = ? THEN prev_status ELSE status END,"
                     " status = ?, claimed_by = ?, claimed_at = ?, attempts = attempts + 1 WHERE run_id = ?",
@@ -303,18 +321,33 @@ class ResultStore:
     def release(self, run_id: str, owner: str) -> None:
         """Give an unfinished claim back: the cell is pending again, nothing of it kept."""
         with self._write():
-            row = self._db.execute(
-                "SELECT status, claimed_by, written_at FROM runs WHERE run_id = ?", (run_id,)
-            ).fetchone()
-            if row is None or row["status"] != STATUS_RUNNING or row["claimed_by"] != owner:
-                return
-            if row["written_at"] is None:
-                self._db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
-            else:  # a forced rerun or retry: the previous finished result stays as it was
-                self._db.execute(
-                    "UPDATE runs SET status = prev_status, claimed_by = NULL, claimed_at = NULL WHERE run_id = ?",
-                    (run_id,),
+            self._release(run_id, owner)
+
+    def release_all(self, owner: str) -> list[str]:
+        """Give back every claim ``owner`` still holds; return the run ids released."""
+        with self._write():
+            held = [
+                row[0] for row in self._db.execute(
+                    "SELECT run_id FROM runs WHERE status = ? AND claimed_by = ?", (STATUS_RUNNING, owner)
                 )
+            ]
+            for run_id in held:
+                self._release(run_id, owner)
+        return held
+
+    def _release(self, run_id: str, owner: str) -> None:
+        row = self._db.execute(
+            "SELECT status, claimed_by, written_at FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is None or row["status"] != STATUS_RUNNING or row["claimed_by"] != owner:
+            return
+        if row["written_at"] is None:
+            self._db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+        else:  # a forced rerun or retry: the previous finished result stays as it was
+            self._db.execute(
+                "UPDATE runs SET status = prev_status, claimed_by = NULL, claimed_at = NULL WHERE run_id = ?",
+                (run_id,),
+            )
 
     # -- writing results ------------------------------------------------------------------
 
@@ -373,15 +406,16 @@ class ResultStore:
 
     def result(self, run_id: str) -> RunResult | None:
         """Read one stored run back as a ``RunResult`` (None when absent or unfinished)."""
-        row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        if row is None or row["status"] not in (STATUS_DONE, STATUS_FAILED):
-            return None
         from bench.records import EpochRecord
 
-        epochs = [
-            EpochRecord(**{k: r[k] for k in ("epoch", "train_loss", "train_acc", "val_acc", "lr", "seconds")})
-            for r in self._db.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
-        ]
+        with self._snapshot():
+            row = self._db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None or row["status"] not in (STATUS_DONE, STATUS_FAILED):
+                return None
+            epochs = [
+                EpochRecord(**{k: r[k] for k in ("epoch", "train_loss", "train_acc", "val_acc", "lr", "seconds")})
+                for r in self._db.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
+            ]
         fields = {column: row[column] for column in _RESULT_COLUMNS}
         for integer in ("trainable_params", "total_params", "epochs_run", "batch_size"):
             if fields[integer] is not None:
@@ -399,14 +433,14 @@ class ResultStore:
 
         statuses = (STATUS_DONE, STATUS_FAILED, STATUS_RUNNING) if include_running else (STATUS_DONE, STATUS_FAILED)
         marks = ",".join("?" * len(statuses))
-        frame = pd.read_sql_query(
-            f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY backbone, dataset, strategy_label, seed",
-            self._db, params=statuses,
-        )
+        with self._snapshot():
+            frame = pd.read_sql_query(
+                f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY backbone, dataset, strategy_label, seed",
+                self._db, params=statuses,
+            )
+            indices = self._column("train_indices", frame["run_id"])
         frame = frame.drop(columns=["spec", "train_indices", "val_indices", "claimed_by", "claimed_at"])
-        frame["n_train"] = [
-            len(json.loads(text or "[]")) for text in self._column("train_indices", frame["run_id"])
-        ]
+        frame["n_train"] = [len(json.loads(text or "[]")) for text in indices]
         frame["size_order"] = frame["size"].map(_size_order)
         return frame
 
@@ -438,8 +472,31 @@ def _size_order(size: str) -> float:
     return float(size)
 
 
+def _os_reason(exc: OSError) -> str:
+    """An OS error in words, with the usual cause spelled out."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"{exc.strerror} (the disk is full or a size limit was reached)"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"{exc.strerror} (read-only or not permitted)"
+    return exc.strerror or str(exc)
+
+
+def _sqlite_reason(exc: sqlite3.Error) -> str:
+    """SQLite's message, with the likely cause when it is the disk."""
+    text = str(exc) or type(exc).__name__
+    if "full" in text or "I/O error" in text:
+        return f"{text} (is the disk full?); results written before this are intact"
+    if "readonly" in text or "read-only" in text:
+        return f"{text} (the results folder or file is read-only)"
+    return text
+
+
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, turning disk-full and read-only into StoreError."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``; any SQLite failure rolls back and becomes a StoreError.
+
+    A rolled-back transaction leaves the file as it was before it, so a full disk or a
+    read-only file can stop a suite but never leave a half-written result.
+    """
 
     def __init__(self, db: sqlite3.Connection, path: Path):
         self._db = db
@@ -448,17 +505,25 @@ class _Transaction:
     def __enter__(self) -> None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"{self._path}: cannot write results store: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self._path}: cannot write results store: {_sqlite_reason(exc)}") from exc
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             try:
                 self._db.execute("COMMIT")
                 return
-            except sqlite3.OperationalError as commit_exc:
+            except sqlite3.Error as commit_exc:
+                self._rollback()
+                raise StoreError(f"{self._path}: cannot write results store: {_sqlite_reason(commit_exc)}") from commit_exc
+        self._rollback()
+        if isinstance(exc, sqlite3.Error):
+            raise StoreError(f"{self._path}: cannot write results store: {_sqlite_reason(exc)}") from exc
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back on its own (a full disk does that); nothing is left to undo then.
+        if self._db.in_transaction:
+            try:
                 self._db.execute("ROLLBACK")
-                raise StoreError(f"{self._path}: cannot write results store: {commit_exc}") from commit_exc
-        self._db.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.OperationalError):
-            raise StoreError(f"{self._path}: cannot write results store: {exc}") from exc
+            except sqlite3.Error:
+                pass
