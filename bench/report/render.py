@@ -403,7 +403,9 @@ def render_report(
     frame, epochs, meta, n_running = _load(db_path)
     if frame.empty:
         raise ReportError(f"{db_path}: no finished runs yet")
-    suite = meta["suite"] or (str(frame["suite"].iloc[0]) if "suite" in frame else db_path.stem)
+    # The driver stores the whole suite config; older or hand-made stores may hold just a name.
+    config = meta["suite"] if isinstance(meta["suite"], dict) else {"name": meta["suite"]}
+    suite = config.get("name") or (str(frame["suite"].iloc[0]) if "suite" in frame else db_path.stem)
     title = title or f"transfer-bench report: {suite}"
     prog = progress(frame, meta["planned"], n_running)
     verdict = verdicts(frame)
@@ -418,6 +420,8 @@ def render_report(
 
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     subtitle = f"Suite {suite} · store {db_path} · rendered {stamp}"
+    if config.get("description"):
+        subtitle = f"{config['description']} · {subtitle}"
     if not prog.partial:
         subtitle += f" · {prog.sentence()}"
     banners = _banners(prog, frame)
