@@ -40,6 +40,11 @@ class Backbone:
     input_size: int = 224
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def classifier(self) -> nn.Module:
+        """The new head module (whose input is the backbone's feature vector)."""
+        return self.model.get_submodule(self.head[0].rsplit(".", 1)[0])
+
 
 def parse_backbone(name: str) -> tuple[str, str]:
     """Split ``torchvision:resnet18`` / ``timm:resnet18`` / ``resnet18`` into (library, model)."""

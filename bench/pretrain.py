@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from bench.records import EpochRecord
@@ -49,9 +48,10 @@ def ensure_pretrained(
 
 
 def _train(pretrain: dict[str, Any], path: Path, device_name: str, on_epoch: Any) -> dict[str, Any]:
-    from bench.data import make_loader, select_subset
+    from bench.data import select_subset
     from bench.train import (
-        assert_unchanged, classification_metrics, dataset_for, fit, predict, prepare, resolve_device, snapshot_frozen,
+        assert_unchanged, classification_metrics, dataset_for, fit, make_loaders, predict, prepare, resolve_device,
+        snapshot_frozen,
     )
 
     config = pretrain["config"]
@@ -66,15 +66,9 @@ def _train(pretrain: dict[str, Any], path: Path, device_name: str, on_epoch: Any
     plan = get_strategy("scratch").apply(backbone, {}, lr=training["lr"], backbone_lr_scale=1.0)
     model = backbone.model.to(device)
     frozen = snapshot_frozen(model, plan)
-    common = dict(image_size=image_size, mean=backbone.mean, std=backbone.std, device=device,
-                  num_workers=training.get("num_workers", 0))
-    train_loader = make_loader(dataset, "train", subset.train, batch_size=training["batch_size"],
-                               augment=training["augment"], shuffle=True, seed=0, drop_last=True, **common)
-    eval_batch = training.get("eval_batch_size") or 2 * training["batch_size"]
-    val_loader = make_loader(dataset, "train", subset.val, batch_size=eval_batch, augment="none",
-                             shuffle=False, seed=0, **common)
-    test_loader = make_loader(dataset, "test", np.arange(len(dataset.test_labels)), batch_size=eval_batch,
-                              augment="none", shuffle=False, seed=0, **common)
+    train_loader, val_loader, test_loader = make_loaders(
+        dataset, subset.train, subset.val, backbone, training, image_size, device, 0, augment=training["augment"],
+    )
     outcome = fit(model, plan, train_loader, val_loader, training, device, on_epoch=on_epoch)
     assert_unchanged(model, frozen)
     predicted, truth = predict(model, test_loader, device, training["amp"])

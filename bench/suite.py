@@ -65,6 +65,7 @@ class TrainingConfig(_Strict):
     time_budget: float | None = Field(None, gt=0, description="seconds of training per run")
     timeout: float | None = Field(None, gt=0, description="hard per-run limit, seconds")
     amp: bool = True
+    feature_cache: bool = Field(True, description="frozen: fit the head on features extracted once, un-augmented")
     channels_last: bool = True
     num_workers: int = Field(2, ge=0)
 

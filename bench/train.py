@@ -127,7 +127,7 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return factor
 
 
-def _autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool):
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast(device.type, enabled=False)
@@ -139,7 +139,7 @@ def predict(model: nn.Module, loader, device: torch.device, amp: bool) -> tuple[
     model.eval()
     predicted, truth = [], []
     for images, labels in loader:
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(images)
         predicted.append(logits.argmax(dim=1).cpu())
         truth.append(labels.cpu())
@@ -180,7 +180,7 @@ def fit(
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
         for images, labels in train_loader:
-            with _autocast(device, amp):
+            with autocast(device, amp):
                 logits = model(images)
                 loss = criterion(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
@@ -302,24 +302,16 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch) -> None:
     result.total_params = count_parameters(model)
     frozen = snapshot_frozen(model, plan)
 
-    loader_args = dict(
-        image_size=image_size, mean=backbone.mean, std=backbone.std, device=device,
-        num_workers=training.get("num_workers", 0),
+    frozen_fast_path = spec.strategy == "frozen" and training.get("feature_cache", True)
+    train_loader, val_loader, test_loader = make_loaders(
+        dataset, subset.train, subset.val, backbone, training, image_size, device, spec.seed,
+        augment="none" if frozen_fast_path else training["augment"],
+        drop_last=not frozen_fast_path,  # features are extracted for every image; batches drop later
     )
-    eval_batch = training.get("eval_batch_size") or 2 * training["batch_size"]
-    train_loader = make_loader(
-        dataset, "train", subset.train, batch_size=training["batch_size"], augment=training["augment"],
-        shuffle=True, seed=spec.seed, drop_last=len(subset.train) > training["batch_size"], **loader_args,
-    )
-    val_loader = make_loader(
-        dataset, "train", subset.val, batch_size=eval_batch, augment="none", shuffle=False, seed=spec.seed, **loader_args,
-    )
-    test_loader = make_loader(
-        dataset, "test", np.arange(len(dataset.test_labels)), batch_size=eval_batch, augment="none",
-        shuffle=False, seed=0, **loader_args,
-    )
-
-    outcome = fit(model, plan, train_loader, val_loader, training, device, on_epoch=on_epoch)
+    if frozen_fast_path:
+        outcome = fit_frozen_head(model, backbone, plan, train_loader, val_loader, training, device, spec.seed, on_epoch)
+    else:
+        outcome = fit(model, plan, train_loader, val_loader, training, device, on_epoch=on_epoch)
     assert_unchanged(model, frozen)
     result.epochs, result.val_acc = outcome.epochs, outcome.best_val_acc
     result.train_s, result.epochs_run, result.stopped_early = outcome.train_s, len(outcome.epochs), outcome.stopped_early
@@ -330,6 +322,46 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch) -> None:
     result.eval_s = time.perf_counter() - eval_started
     result.test_acc, result.test_balanced_acc, result.test_macro_f1 = classification_metrics(predicted, truth, dataset.num_classes)
     result.peak_mem_mb = peak_memory_mb(device)
+
+
+def make_loaders(
+    dataset: ImageDataset, train: np.ndarray, val: np.ndarray, backbone: Backbone, training: dict[str, Any],
+    image_size: int, device: torch.device, seed: int, *, augment: str, drop_last: bool = True,
+):
+    """Train (shuffled, augmented), validation and fixed test loaders for one run."""
+    common = dict(image_size=image_size, mean=backbone.mean, std=backbone.std, device=device,
+                  num_workers=training.get("num_workers", 0))
+    batch = training["batch_size"]
+    eval_batch = training.get("eval_batch_size") or 2 * batch
+    train_loader = make_loader(dataset, "train", train, batch_size=batch, augment=augment, shuffle=True, seed=seed,
+                               drop_last=drop_last and len(train) > batch, **common)
+    val_loader = make_loader(dataset, "train", val, batch_size=eval_batch, augment="none", shuffle=False, seed=seed,
+                             **common)
+    test_loader = make_loader(dataset, "test", np.arange(len(dataset.test_labels)), batch_size=eval_batch,
+                              augment="none", shuffle=False, seed=0, **common)
+    return train_loader, val_loader, test_loader
+
+
+def fit_frozen_head(
+    model: nn.Module, backbone: Backbone, plan: StrategyPlan, train_loader, val_loader, training: dict[str, Any],
+    device: torch.device, seed: int, on_epoch: EpochCallback | None,
+) -> FitOutcome:
+    """The linear probe on features extracted once; the extraction counts as training time."""
+    from bench.features import FeatureLoader, extract_features, head_plan
+
+    started = time.perf_counter()
+    amp = training["amp"]
+    train_x, train_y = extract_features(model, backbone.classifier, train_loader, device, amp)
+    val_x, val_y = extract_features(model, backbone.classifier, val_loader, device, amp)
+    batch = training["batch_size"]
+    features_train = FeatureLoader(train_x, train_y, batch_size=batch, shuffle=True, seed=seed,
+                                   drop_last=len(train_y) > batch)
+    features_val = FeatureLoader(val_x, val_y, batch_size=4 * batch, shuffle=False, seed=seed)
+    extraction_s = time.perf_counter() - started
+    outcome = fit(backbone.classifier, head_plan(plan), features_train, features_val, {**training, "amp": False},
+                  device, on_epoch=on_epoch)
+    outcome.train_s += extraction_s
+    return outcome
 
 
 def classification_metrics(predicted: np.ndarray, truth: np.ndarray, num_classes: int) -> tuple[float, float, float]:
