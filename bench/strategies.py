@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -33,6 +34,14 @@ class StrategyPlan:
     @property
     def trainable_params(self) -> int:
         return sum(p.numel() for group in self.param_groups for p in group["params"])
+
+
+@dataclass
+class Phase:
+    """A stretch of epochs under one plan; ``make_plan`` (re-)freezes the model when it starts."""
+
+    make_plan: Callable[[], StrategyPlan]
+    epochs: int
 
 
 class Strategy:
@@ -72,6 +81,11 @@ class Strategy:
     def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
         """(head parameter names, backbone parameter names) this strategy trains."""
         raise NotImplementedError
+
+    def phases(self, backbone: Backbone, params: dict[str, Any], *, lr: float, backbone_lr_scale: float,
+               epochs: int) -> list[Phase]:
+        """The plans a run goes through, in order; each call to ``apply`` re-freezes the model."""
+        return [Phase(lambda: self.apply(backbone, params, lr=lr, backbone_lr_scale=backbone_lr_scale), epochs)]
 
     def apply(self, backbone: Backbone, params: dict[str, Any], *, lr: float, backbone_lr_scale: float) -> StrategyPlan:
         """Freeze what is not trained and group the rest for the optimizer."""
@@ -145,7 +159,38 @@ class Full(Strategy):
         return list(backbone.head), _all_body(backbone)
 
 
-STRATEGIES: dict[str, Strategy] = {cls.name: cls() for cls in (Scratch, Frozen, Partial, Full)}
+class LinearProbeThenFineTune(Strategy):
+    """LP-FT (Kumar et al., 2022): fit the head on frozen features first, then fine-tune all.
+
+    Fine-tuning from a trained head instead of a random one keeps the early gradients from
+    distorting the pretrained features.
+    """
+
+    name = "lp_ft"
+    summary = "linear probe for lp_epochs, then everything fine-tuned (backbone at lr x backbone_lr_scale)"
+    parameters = {"lp_epochs": (int, 2)}
+
+    def check_param(self, key: str, value: Any) -> None:
+        if value < 1:
+            raise StrategyParamError(f"strategy 'lp_ft': lp_epochs={value} must be at least 1")
+
+    def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        return list(backbone.head), _all_body(backbone)
+
+    def phases(self, backbone: Backbone, params: dict[str, Any], *, lr: float, backbone_lr_scale: float,
+               epochs: int) -> list[Phase]:
+        probe = params["lp_epochs"]
+        if probe >= epochs:
+            raise StrategyParamError(f"lp_ft[lp_epochs={probe}] leaves no fine-tuning epochs of {epochs}")
+        return [
+            Phase(lambda: STRATEGIES["frozen"].apply(backbone, {}, lr=lr, backbone_lr_scale=backbone_lr_scale), probe),
+            Phase(lambda: self.apply(backbone, params, lr=lr, backbone_lr_scale=backbone_lr_scale), epochs - probe),
+        ]
+
+
+STRATEGIES: dict[str, Strategy] = {
+    cls.name: cls() for cls in (Scratch, Frozen, Partial, Full, LinearProbeThenFineTune)
+}
 
 
 def get_strategy(name: str) -> Strategy:

@@ -7,6 +7,7 @@ validation accuracy, a time budget, and a check at the end that nothing frozen m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -44,6 +45,22 @@ class FitOutcome:
     train_s: float
     images_seen: int
     stopped_early: bool
+
+    def then(self, later: FitOutcome) -> FitOutcome:
+        """This phase followed by ``later``: curves joined, epochs renumbered, times added."""
+        offset = len(self.epochs)
+        shifted = [dataclasses.replace(e, epoch=e.epoch + offset) for e in later.epochs]
+        # The last phase's weights are what gets tested, so its best validation is the one reported.
+        best = later.best_val_acc if later.best_val_acc is not None else self.best_val_acc
+        return FitOutcome(self.epochs + shifted, best, self.train_s + later.train_s,
+                          self.images_seen + later.images_seen, later.stopped_early)
+
+
+def _shifted(on_epoch: EpochCallback | None, offset: int, total: int) -> EpochCallback | None:
+    """Report a phase's epochs as epochs of the whole run."""
+    if on_epoch is None:
+        return None
+    return lambda record, _: on_epoch(dataclasses.replace(record, epoch=record.epoch + offset), total)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -294,13 +311,10 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch) -> None:
 
     backbone, image_size = prepare(spec.model_name, spec.weights, dataset, training, spec.seed, device, weights_file)
     strategy = get_strategy(spec.strategy)
-    plan = strategy.apply(backbone, spec.strategy_params, lr=training["lr"], backbone_lr_scale=training["backbone_lr_scale"])
     model = backbone.model.to(device)
     if device.type == "cuda" and training.get("channels_last", True):
         model = model.to(memory_format=torch.channels_last)
-    result.trainable_params = plan.trainable_params
     result.total_params = count_parameters(model)
-    frozen = snapshot_frozen(model, plan)
 
     frozen_fast_path = spec.strategy == "frozen" and training.get("feature_cache", True)
     train_loader, val_loader, test_loader = make_loaders(
@@ -308,11 +322,28 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch) -> None:
         augment="none" if frozen_fast_path else training["augment"],
         drop_last=not frozen_fast_path,  # features are extracted for every image; batches drop later
     )
-    if frozen_fast_path:
-        outcome = fit_frozen_head(model, backbone, plan, train_loader, val_loader, training, device, spec.seed, on_epoch)
-    else:
-        outcome = fit(model, plan, train_loader, val_loader, training, device, on_epoch=on_epoch)
-    assert_unchanged(model, frozen)
+    phases = strategy.phases(backbone, spec.strategy_params, lr=training["lr"],
+                             backbone_lr_scale=training["backbone_lr_scale"], epochs=training["epochs"])
+    trained: dict[int, int] = {}
+    outcome = FitOutcome([], None, 0.0, 0, False)
+    for phase in phases:
+        plan = phase.make_plan()
+        trained.update((id(p), p.numel()) for group in plan.param_groups for p in group["params"])
+        frozen = snapshot_frozen(model, plan)
+        phase_training = {**training, "epochs": phase.epochs}
+        if training.get("time_budget"):
+            phase_training["time_budget"] = max(1e-3, training["time_budget"] - outcome.train_s)
+        if frozen_fast_path:
+            step = fit_frozen_head(model, backbone, plan, train_loader, val_loader, phase_training, device, spec.seed,
+                                   _shifted(on_epoch, len(outcome.epochs), training["epochs"]))
+        else:
+            step = fit(model, plan, train_loader, val_loader, phase_training, device,
+                       on_epoch=_shifted(on_epoch, len(outcome.epochs), training["epochs"]))
+        assert_unchanged(model, frozen)
+        outcome = outcome.then(step)
+        if step.stopped_early and training.get("time_budget") and outcome.train_s >= training["time_budget"]:
+            break
+    result.trainable_params = sum(trained.values())
     result.epochs, result.val_acc = outcome.epochs, outcome.best_val_acc
     result.train_s, result.epochs_run, result.stopped_early = outcome.train_s, len(outcome.epochs), outcome.stopped_early
     result.images_per_s = outcome.images_seen / outcome.train_s if outcome.train_s > 0 else None

@@ -151,3 +151,16 @@ def test_subprocess_executor_runs_a_cell_end_to_end(tmp_path, write_suite):
 def store_spec_json(db) -> str:
     with sqlite3.connect(db) as connection:
         return connection.execute("SELECT spec FROM runs").fetchone()[0]
+
+
+def test_lp_ft_runs_both_phases_as_one_curve(tmp_path):
+    raw = tiny_suite_dict(strategies=[{"name": "lp_ft", "lp_epochs": 1}], datasets=[{"name": "digits", "sizes": [3]}])
+    raw["training"] = {**raw["training"], "epochs": 3}
+    summary = run_suite(suite_from_dict(raw), results_dir=tmp_path, executor="inprocess")
+    assert (summary.done, summary.failed) == (1, 0), summary.failures
+    with ResultStore(summary.store_path, readonly=True) as store:
+        (spec,) = store.specs()
+        result = store.result(spec.run_id)
+    assert [e.epoch for e in result.epochs] == [1, 2, 3]
+    assert result.trainable_params == result.total_params
+    assert spec.strategy_label == "lp_ft[lp_epochs=1]"

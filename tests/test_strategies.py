@@ -116,3 +116,22 @@ def test_transfer_strategies_refuse_random_weights_with_a_reason():
 def test_unknown_strategy_suggests_a_name():
     with pytest.raises(KeyError, match="did you mean 'partial'"):
         get_strategy("partal")
+
+
+def test_lp_ft_probes_first_then_trains_everything():
+    backbone = build_backbone("test_resnet", "none", 4)
+    strategy = get_strategy("lp_ft")
+    phases = strategy.phases(backbone, {"lp_epochs": 2}, lr=1e-3, backbone_lr_scale=0.1, epochs=5)
+    assert [p.epochs for p in phases] == [2, 3]
+    probe = phases[0].make_plan()
+    assert probe.trainable_params == _count(backbone.model, ("fc.",))
+    assert not any(p.requires_grad for n, p in backbone.model.named_parameters() if not n.startswith("fc."))
+    tune = phases[1].make_plan()
+    assert tune.trainable_params == sum(p.numel() for p in backbone.model.parameters())
+    assert all(p.requires_grad for p in backbone.model.parameters())
+
+
+def test_lp_ft_needs_epochs_left_to_fine_tune():
+    backbone = build_backbone("test_resnet", "none", 4)
+    with pytest.raises(ValueError, match="no fine-tuning epochs"):
+        get_strategy("lp_ft").phases(backbone, {"lp_epochs": 3}, lr=1e-3, backbone_lr_scale=0.1, epochs=3)
