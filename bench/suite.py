@@ -48,6 +48,7 @@ class TrainingConfig(_Strict):
     """How each run trains; every field has a default so a short suite is valid."""
 
     epochs: int = Field(10, ge=1)
+    min_steps: int | None = Field(None, ge=1, description="small subsets train for more epochs to reach this many steps")
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int | None = Field(None, ge=1)
     image_size: int | None = Field(None, ge=8, description="None: the backbone's pretrained input size")

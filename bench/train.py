@@ -176,8 +176,11 @@ def fit(
     on_epoch: EpochCallback | None = None,
 ) -> FitOutcome:
     """Train in place; restore the weights of the best validation epoch before returning."""
-    epochs = training["epochs"]
     steps_per_epoch = max(1, len(train_loader))
+    # A fixed epoch count gives a 5-per-class subset a handful of optimizer steps; min_steps
+    # lengthens small runs so a learning curve measures data rather than training time.
+    min_steps = training.get("min_steps") or 0
+    epochs = max(training["epochs"], math.ceil(min_steps / steps_per_epoch))
     optimizer = build_optimizer(plan, training)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(epochs * steps_per_epoch, int(training["warmup_epochs"] * steps_per_epoch))
@@ -234,7 +237,7 @@ def fit(
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 since_best += 1
-        if stopped_early or (patience is not None and since_best >= patience):
+        if stopped_early or (patience is not None and since_best >= patience and step >= min_steps):
             stopped_early = True
             break
     if best_state is not None:
@@ -331,6 +334,8 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch) -> None:
         trained.update((id(p), p.numel()) for group in plan.param_groups for p in group["params"])
         frozen = snapshot_frozen(model, plan)
         phase_training = {**training, "epochs": phase.epochs}
+        if training.get("min_steps"):
+            phase_training["min_steps"] = round(training["min_steps"] * phase.epochs / training["epochs"])
         if training.get("time_budget"):
             phase_training["time_budget"] = max(1e-3, training["time_budget"] - outcome.train_s)
         if frozen_fast_path:

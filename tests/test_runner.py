@@ -164,3 +164,15 @@ def test_lp_ft_runs_both_phases_as_one_curve(tmp_path):
     assert [e.epoch for e in result.epochs] == [1, 2, 3]
     assert result.trainable_params == result.total_params
     assert spec.strategy_label == "lp_ft[lp_epochs=1]"
+
+
+def test_min_steps_lengthens_runs_on_small_subsets(tmp_path):
+    raw = tiny_suite_dict(strategies=["scratch"], datasets=[{"name": "digits", "sizes": [3]}])
+    raw["training"] = {**raw["training"], "epochs": 2, "batch_size": 8, "min_steps": 12, "patience": 1}
+    summary = run_suite(suite_from_dict(raw), results_dir=tmp_path, executor="inprocess")
+    with ResultStore(summary.store_path, readonly=True) as store:
+        (spec,) = store.specs()
+        result = store.result(spec.run_id)
+    # 30 images in batches of 8 with the last dropped: 3 steps an epoch, so 12 steps take 4
+    # epochs, and patience cannot end the run before them.
+    assert result.epochs_run >= 4
