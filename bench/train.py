@@ -56,11 +56,11 @@ class FitOutcome:
                           self.images_seen + later.images_seen, later.stopped_early)
 
 
-def _shifted(on_epoch: EpochCallback | None, offset: int, total: int) -> EpochCallback | None:
-    """Report a phase's epochs as epochs of the whole run."""
+def _shifted(on_epoch: EpochCallback | None, offset: int, later: int) -> EpochCallback | None:
+    """Report a phase's epochs as epochs of the whole run (``later``: epochs of the phases after it)."""
     if on_epoch is None:
         return None
-    return lambda record, _: on_epoch(dataclasses.replace(record, epoch=record.epoch + offset), total)
+    return lambda record, total: on_epoch(dataclasses.replace(record, epoch=record.epoch + offset), offset + total + later)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -329,7 +329,8 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch) -> None:
                              backbone_lr_scale=training["backbone_lr_scale"], epochs=training["epochs"])
     trained: dict[int, int] = {}
     outcome = FitOutcome([], None, 0.0, 0, False)
-    for phase in phases:
+    for index, phase in enumerate(phases):
+        later = sum(p.epochs for p in phases[index + 1:])
         plan = phase.make_plan()
         trained.update((id(p), p.numel()) for group in plan.param_groups for p in group["params"])
         frozen = snapshot_frozen(model, plan)
@@ -340,10 +341,10 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch) -> None:
             phase_training["time_budget"] = max(1e-3, training["time_budget"] - outcome.train_s)
         if frozen_fast_path:
             step = fit_frozen_head(model, backbone, plan, train_loader, val_loader, phase_training, device, spec.seed,
-                                   _shifted(on_epoch, len(outcome.epochs), training["epochs"]))
+                                   _shifted(on_epoch, len(outcome.epochs), later))
         else:
             step = fit(model, plan, train_loader, val_loader, phase_training, device,
-                       on_epoch=_shifted(on_epoch, len(outcome.epochs), training["epochs"]))
+                       on_epoch=_shifted(on_epoch, len(outcome.epochs), later))
         assert_unchanged(model, frozen)
         outcome = outcome.then(step)
         if step.stopped_early and training.get("time_budget") and outcome.train_s >= training["time_budget"]:

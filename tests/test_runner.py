@@ -176,3 +176,22 @@ def test_min_steps_lengthens_runs_on_small_subsets(tmp_path):
     # 30 images in batches of 8 with the last dropped: 3 steps an epoch, so 12 steps take 4
     # epochs, and patience cannot end the run before them.
     assert result.epochs_run >= 4
+
+
+@pytest.mark.parametrize("strategy", ["scratch", {"name": "lp_ft", "lp_epochs": 1}])
+def test_progress_reports_the_epochs_a_run_really_makes(tmp_path, strategy):
+    from bench.pretrain import checkpoint_path, ensure_pretrained
+    from bench.train import run
+
+    raw = tiny_suite_dict(strategies=[strategy], datasets=[{"name": "digits", "sizes": [3]}])
+    raw["training"] = {**raw["training"], "epochs": 2, "batch_size": 8, "min_steps": 12}
+    spec = suite_from_dict(raw).expand()[0]
+    weights = None
+    if spec.pretrain:
+        ensure_pretrained(spec.pretrain, tmp_path)
+        weights = checkpoint_path(tmp_path, spec.pretrain)
+    seen: list[tuple[int, int]] = []
+    result = run(spec, weights_file=weights, on_epoch=lambda record, total: seen.append((record.epoch, total)))
+    assert result.status == "done", result.error
+    assert [epoch for epoch, _ in seen] == list(range(1, result.epochs_run + 1))
+    assert seen[-1][1] == result.epochs_run, "the bar's total is the run's real length"
