@@ -144,11 +144,14 @@ class InProcessExecutor(Executor):
 class SubprocessExecutor(Executor):
     """Each job in a fresh worker child in its own session; ``slot_env`` pins slots to GPUs."""
 
-    def __init__(self, slots: int = 1, slot_env: list[dict[str, str]] | None = None, kill_grace_s: float = KILL_GRACE_S):
+    def __init__(
+        self, slots: int = 1, slot_env: list[dict[str, str]] | None = None, kill_grace_s: float = KILL_GRACE_S,
+    ):
         super().__init__(slots=slots)
         self.slot_env = slot_env or [{} for _ in range(slots)]
         self.kill_grace_s = kill_grace_s
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._thread_env = cpu_share_env(slots)
 
     def _execute(self, slot: int, job: Job) -> Outcome:
         if self._abandoned.is_set():
@@ -156,11 +159,12 @@ class SubprocessExecutor(Executor):
         read_fd, write_fd = os.pipe()
         life_read, life_write = os.pipe()
         env = {
-            **os.environ, **self.slot_env[slot % len(self.slot_env)],
+            **self._thread_env, **os.environ, **self.slot_env[slot % len(self.slot_env)],
             EVENT_FD_ENV: str(write_fd), LIFELINE_FD_ENV: str(life_read), "PYTHONUNBUFFERED": "1",
         }
         timed_out = threading.Event()
         watchdog: threading.Timer | None = None
+        child: subprocess.Popen[bytes] | None = None
         try:
             with tempfile.TemporaryFile() as stderr:
                 try:
@@ -180,27 +184,34 @@ class SubprocessExecutor(Executor):
                     watchdog = threading.Timer(job.timeout_s, self._timeout, args=(child, timed_out))
                     watchdog.daemon = True
                     watchdog.start()
-                final = self._read_events(job, child, read_fd)
-                read_fd = -1
-                code = child.wait()
-                # Whatever is left in the group (a DataLoader worker, a forked helper) is an orphan now.
-                kill_group(child.pid)
-                with self._lock:
-                    self._children.pop(slot, None)
+                channel, read_fd = read_fd, -1  # _read_events owns and closes it
+                final = self._read_events(job, child, channel)
+                wait_exit(child)
                 stderr.seek(0)
                 tail = stderr.read()[-4000:].decode(errors="replace")
         finally:
             if watchdog is not None:
                 watchdog.cancel()
+            if child is not None:
+                if not exited(child):  # only on an error of our own: never leave a child behind
+                    terminate_group(child, 0.0)
+                # Whatever is left in the group (a DataLoader worker, a forked helper) is an orphan now.
+                # Killed before the child is reaped: until then its pid, the group's id, cannot be reused.
+                kill_group(child.pid)
+                child.wait()
+                with self._lock:
+                    self._children.pop(slot, None)
             if read_fd >= 0:
                 os.close(read_fd)
             os.close(life_write)
+        code = child.returncode
         if final.get("type") == "outcome":
             return Outcome(job, value=final["value"])
         if final.get("type") == "error":
             return Outcome(job, error=final["error"], traceback=final.get("traceback"))
         if timed_out.is_set():
-            return Outcome(job, error=f"timed out: killed after the hard limit of {job.timeout_s:g} s", traceback=tail or None)
+            error = f"timed out: killed after the hard limit of {job.timeout_s:g} s"
+            return Outcome(job, error=error, traceback=tail or None)
         if self._abandoned.is_set():
             return Outcome(job, error=ABANDONED)
         return Outcome(job, error=describe_exit(code, tail), traceback=tail or None)
@@ -223,7 +234,7 @@ class SubprocessExecutor(Executor):
                         final = self._event(job, line, final)
                     continue
                 # A grandchild that inherited the channel can keep it open after the child exits.
-                if child.poll() is not None:
+                if exited(child):
                     exited_at = exited_at or time.monotonic()
                     if time.monotonic() - exited_at > 0.5:
                         break
@@ -257,6 +268,16 @@ class SubprocessExecutor(Executor):
             thread.start()
         for thread in threads:
             thread.join()
+
+
+def cpu_share_env(slots: int) -> dict[str, str]:
+    """Thread limits giving each of ``slots`` children its share of the cores (the user's own settings win)."""
+    if slots <= 1:
+        return {}
+    # Every torch child otherwise starts one thread per core: N children on N cores run N x slower.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = str(max(1, cores // slots))
+    return {name: share for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 
 
 def _send_job(child: subprocess.Popen[bytes], job: Job) -> None:
@@ -298,9 +319,56 @@ def terminate_group(child: subprocess.Popen[bytes], grace_s: float) -> None:
             return
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if child.poll() is not None and not group_alive(pgid):
+            if exited(child) and not _group_has_live_member(pgid, child.pid):
                 return
             time.sleep(0.05)
+
+
+def exited(child: subprocess.Popen[bytes]) -> bool:
+    """Whether the child has ended, without reaping it (the slot thread does that, after the group)."""
+    if child.returncode is not None:
+        return True
+    if not hasattr(os, "waitid"):
+        return child.poll() is not None
+    try:
+        return os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def wait_exit(child: subprocess.Popen[bytes]) -> None:
+    """Block until the child ends, leaving it unreaped."""
+    if child.returncode is not None:
+        return
+    if not hasattr(os, "waitid"):
+        child.wait()
+        return
+    try:
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:
+        pass
+
+
+def _group_has_live_member(pgid: int, leader: int) -> bool:
+    """Whether a group holds a process other than its exited, unreaped leader."""
+    if not group_alive(pgid):
+        return False
+    try:
+        members = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return False  # no /proc to look in: the SIGKILL that follows every child's exit sweeps the group
+    for pid in members:
+        if pid == leader:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] != b"Z":
+            return True
+    return False
 
 
 def kill_group(pgid: int) -> None:

@@ -64,10 +64,12 @@ class RayExecutor(Executor):
             try:
                 ray.init(address=address, runtime_env=env or None, log_to_driver=False,
                          **(init_options or {}))
-            except (ConnectionError, RuntimeError, ValueError) as exc:
+            except Exception as exc:  # Ray raises many types for an unreachable or refused cluster
                 where = address or "a new local instance"
+                text = str(exc).strip()
+                reason = f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
                 raise BenchError(
-                    f"cannot reach a Ray cluster at {where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                    f"cannot reach a Ray cluster at {where}: {reason}"
                     " (start one with 'ray start --head', or pass --address ray://HOST:PORT)"
                 ) from None
             runtime_env = None
@@ -81,6 +83,8 @@ class RayExecutor(Executor):
         self.runtime_env = runtime_env
         self._refs: dict[int, Any] = {}
         self._remote = ray.remote(run_job)
+        # A worker that ran a GPU cell keeps its CUDA context and cached memory: GPU cells get a fresh one.
+        self._remote_fresh = ray.remote(max_calls=1)(run_job)
 
     def task_gpus(self, job: Job) -> float:
         """The GPU share a job asks Ray for: a share when CUDA is wanted and the cluster has GPUs, else 0."""
@@ -95,11 +99,10 @@ class RayExecutor(Executor):
             "num_cpus": 1, "num_gpus": gpus, "max_retries": self.max_retries, "retry_exceptions": False,
             "name": job.label,
         }
-        if gpus:
-            options["max_calls"] = 1  # a worker that ran a cell keeps its CUDA context and cache; start fresh
         if self.runtime_env:
             options["runtime_env"] = self.runtime_env
-        ref = self._remote.options(**options).remote(job.to_dict())
+        remote = self._remote_fresh if gpus else self._remote
+        ref = remote.options(**options).remote(job.to_dict())
         with self._lock:
             self._refs[slot] = ref
         try:
@@ -121,7 +124,8 @@ class RayExecutor(Executor):
             except ray.exceptions.RayError as exc:
                 attempts = self.max_retries + 1
                 text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                return Outcome(job, error=f"Ray worker lost after {attempts} attempt(s): {type(exc).__name__}: {text}"[:500])
+                error = f"Ray worker lost after {attempts} attempt(s): {type(exc).__name__}: {text}"
+                return Outcome(job, error=error[:500])
         finally:
             with self._lock:
                 self._refs.pop(slot, None)

@@ -8,19 +8,26 @@ that never finished. Progress goes to an ``Observer``; this module prints nothin
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import json
 import queue
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench.errors import SuiteError
-from bench.executors import Executor, Job, Message, Outcome, make_executor
+from bench.errors import StoreError, SuiteError
+from bench.executors import ABANDONED, Executor, Job, Message, Outcome, make_executor
 from bench.records import STATUS_DONE, STATUS_FAILED, RunResult, RunSpec
-from bench.store import ResultStore, owner_id
+from bench.store import ResultStore, owner_id, retire_owner
 from bench.suite import Suite
 
 HEARTBEAT_S = 60.0
+_POLL_S = 0.2
 
 
 class Observer(Protocol):
@@ -87,42 +94,98 @@ def run_suite(
     force: bool = False,
     observer: Observer | None = None,
     cache_dir: str | Path | None = None,
+    per_gpu: int = 1,
+    address: str | None = None,
+    max_retries: int = 2,
+    oom_retry: int = 0,
 ) -> RunSummary:
-    """Run every pending cell of ``suite`` into ``results/<name>.db`` and return a summary."""
+    """Run every pending cell of ``suite`` into ``results/<name>.db`` and return a summary.
+
+    Ctrl-C once stops scheduling and lets running cells finish; twice (or SIGTERM) abandons
+    them, gives their claims back and raises ``KeyboardInterrupt``. ``oom_retry`` is how many
+    times a cell that ran out of CUDA memory is tried again at half the batch size.
+    """
     started = time.time()
     observer = observer or SilentObserver()
     check_sizes(suite)
     cells = suite.expand()
     path = store_path_for(suite, results_dir)
     cache = Path(cache_dir) if cache_dir else Path(results_dir) / "pretrained"
-    if isinstance(executor, str) or executor is None:
-        executor = make_executor(executor or suite.executor, jobs=jobs)
-    with ResultStore(path) as store:
-        store.set_meta("suite", suite.model_dump(mode="json"))
-        store.set_meta("planned", len(cells))
-        store.set_meta("planned_ids", [c.run_id for c in cells])
-        todo = store.pending(cells, retry_failed=retry_failed, force=force)
-        summary = RunSummary(store_path=path, planned=len(cells), already_done=len(cells) - len(todo))
-        observer.suite_started(suite, len(cells), summary.already_done, len(todo))
-        try:
-            _Driver(store, executor, observer, summary, cache, retry_failed, force).run(todo)
-        finally:
-            executor.close()
+    built: Executor | None = executor if isinstance(executor, Executor) else None
+    try:
+        with ResultStore(path) as store:
+            store.set_meta("suite", suite.model_dump(mode="json"))
+            store.set_meta("planned", len(cells))
+            store.set_meta("planned_ids", [c.run_id for c in cells])
+            if built is None:
+                built = make_executor(
+                    executor if isinstance(executor, str) else suite.executor, jobs=jobs, per_gpu=per_gpu,
+                    address=address, max_retries=max_retries,
+                )
+            todo = store.pending(cells, retry_failed=retry_failed, force=force)
+            summary = RunSummary(store_path=path, planned=len(cells), already_done=len(cells) - len(todo))
+            observer.suite_started(suite, len(cells), summary.already_done, len(todo))
+            driver = _Driver(store, built, observer, summary, cache, retry_failed, force, oom_retry, started)
+            try:
+                with _Interrupts() as interrupts:
+                    driver.interrupts = interrupts
+                    driver.run(todo)
+            finally:
+                built.close()  # children are gone before claims are given back
+                driver.close()
+    finally:
+        if built is not None:
+            built.close()
     summary.wall_s = time.time() - started
     return summary
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM as counts the scheduling loop reads, so no signal lands mid-write."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        # SIGTERM (a scheduler or `kill`) means leave now: the same as a second Ctrl-C.
+        self.count = max(self.count + 1, 2 if signum == signal.SIGTERM else 1)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 class _Driver:
     """The scheduling loop: pretrain stages first, then cells, as slots free up."""
 
     def __init__(self, store: ResultStore, executor: Executor, observer: Observer, summary: RunSummary,
-                 cache: Path, retry_failed: bool, force: bool):
+                 cache: Path, retry_failed: bool, force: bool, oom_retry: int = 0, started: float | None = None):
         self.store, self.executor, self.observer, self.summary = store, executor, observer, summary
         self.cache = cache
         self.allow = tuple(s for s, on in ((STATUS_FAILED, retry_failed or force), (STATUS_DONE, force)) if on)
         self.owner = owner_id()
+        self.started = started if started is not None else time.time()
         self.specs: dict[str, RunSpec] = {}
         self.stopping = False
+        self.interrupts = _Interrupts()
+        self.oom_retry = oom_retry
+        self.oom_tries: dict[str, int] = {}
+
+    def close(self) -> None:
+        """Give back whatever claims are still held (abandoned, or left by an error)."""
+        try:
+            self.store.release_all(self.owner)
+        except StoreError:
+            pass  # an unwritable store: the claims die with this process and read as pending
+        finally:
+            retire_owner(self.owner)
 
     def run(self, todo: list[RunSpec]) -> None:
         stages = {spec.pretrain["key"]: spec.pretrain for spec in todo if spec.pretrain}
@@ -139,7 +202,9 @@ class _Driver:
         for spec in todo:
             if spec.pretrain and spec.pretrain["key"] in failed_stages:
                 reason = f"pretrain stage {spec.pretrain['name']!r} failed: {failed_stages[spec.pretrain['key']]}"
-                self._record(spec, RunResult.failure(spec.run_id, reason), Outcome(self._cell_job(spec), error=reason))
+                job = self._cell_job(spec)
+                if self._claim(job):
+                    self._record(spec, RunResult.failure(spec.run_id, reason), Outcome(job, error=reason))
             else:
                 runnable.append(spec)
         for _ in self._schedule([self._cell_job(spec) for spec in runnable]):
@@ -161,16 +226,21 @@ class _Driver:
         payload = {"spec": spec.to_json(), "cache_dir": str(self.cache)}
         return Job("run", spec.run_id, label, payload, hard_timeout(spec.training))
 
-    def _schedule(self, jobs: list[Job]):
-        """Feed jobs to free slots; yield each outcome after recording it. Ctrl-C: see module doc."""
-        pending = list(reversed(jobs))
+    def _claim(self, job: Job) -> bool:
+        """Claim a cell for this driver; results another driver wrote after this one planned stay theirs."""
+        return self.store.claim(self.specs[job.key], self.owner, allow=self.allow, written_before=self.started)
+
+    def _schedule(self, jobs: list[Job]) -> Iterator[Outcome]:
+        """Feed jobs to free slots; yield each outcome after recording it. Ctrl-C: see ``run_suite``."""
+        pending = collections.deque(jobs)
         in_flight = 0
         last_beat = time.monotonic()
         while pending or in_flight:
+            self._check_interrupts()
             try:
                 while pending and not self.stopping and self.executor.free_slots() > 0:
-                    job = pending.pop()
-                    if job.kind == "run" and not self.store.claim(self.specs[job.key], self.owner, allow=self.allow):
+                    job = pending.popleft()
+                    if job.kind == "run" and not self._claim(job):
                         self.observer.note(f"skipped {job.label}: another driver holds or finished it")
                         continue
                     self.executor.submit(job)
@@ -179,7 +249,7 @@ class _Driver:
                 if not in_flight:
                     break
                 try:
-                    message: Message = self.executor.messages.get(timeout=1.0)
+                    message: Message | None = self.executor.messages.get(timeout=_POLL_S)
                 except queue.Empty:
                     message = None
                 if time.monotonic() - last_beat > HEARTBEAT_S:
@@ -193,37 +263,79 @@ class _Driver:
                 in_flight -= 1
                 outcome = message.outcome
                 assert outcome is not None
-                self._finish(outcome)
+                retry = self._finish(outcome)
+                if retry is not None:
+                    pending.appendleft(retry)
+                    continue
                 yield outcome
             except KeyboardInterrupt:
-                if not self.stopping:
-                    self.stopping = True
-                    self.observer.note("stopping: running cells will finish; press Ctrl-C again to abandon them")
-                    continue
-                self.observer.note("abandoning running cells; they stay pending")
-                self.executor.abandon()
-                for job in self.executor.running():
-                    if job.kind == "run":
-                        self.store.release(job.key, self.owner)
-                raise
+                # Without a handler of ours (not the main thread), Ctrl-C still arrives as an exception.
+                self.interrupts.count += 1
 
-    def _finish(self, outcome: Outcome) -> None:
+    def _check_interrupts(self) -> None:
+        count = self.interrupts.count
+        if count >= 1 and not self.stopping:
+            self.stopping = True
+            if count < 2:
+                self.observer.note("stopping: running cells will finish; press Ctrl-C again to abandon them")
+        if count >= 2:
+            self._abandon()
+            raise KeyboardInterrupt
+
+    def _abandon(self) -> None:
+        """Kill running cells, keep any result that already came back, give the rest back as pending."""
+        self.observer.note("abandoning running cells; they stay pending")
+        self.executor.abandon()
+        self.executor.wait_idle(30.0)
+        while True:
+            try:
+                message = self.executor.messages.get_nowait()
+            except queue.Empty:
+                break
+            if message.kind == "done" and message.outcome is not None:
+                self._finish(message.outcome, retry=False)
+        self.store.release_all(self.owner)
+
+    def _finish(self, outcome: Outcome, *, retry: bool = True) -> Job | None:
+        """Record one outcome; return a job to run instead when the cell is retried at half batch."""
         job = outcome.job
         if job.kind != "run":
             self.observer.job_finished(job, None, outcome)
-            return
+            return None
         spec = self.specs[job.key]
-        if outcome.error == "abandoned":
+        if outcome.error == ABANDONED:
             self.store.release(spec.run_id, self.owner)
             self.observer.job_finished(job, None, outcome)
-            return
+            return None
         if outcome.value is not None:
-            result = RunResult.from_json(_json(outcome.value))
+            result = RunResult.from_json(json.dumps(outcome.value))
         else:
             result = RunResult.failure(spec.run_id, outcome.error or "unknown failure", outcome.traceback)
+        result.error = normalise_error(result.error)
+        result = _complete_or_failed(result)
+        if retry and (again := self._oom_retry(spec, result)) is not None:
+            return again
         self._record(spec, result, outcome)
+        return None
+
+    def _oom_retry(self, spec: RunSpec, result: RunResult) -> Job | None:
+        """The same cell at half the batch size, when out of CUDA memory and retries are left."""
+        if result.status == STATUS_DONE or not (result.error or "").startswith(OOM_PREFIX):
+            return None
+        batch = int(spec.training["batch_size"])
+        tries = self.oom_tries.get(spec.run_id, 0)
+        if tries >= self.oom_retry or batch <= 1:
+            return None
+        self.oom_tries[spec.run_id] = tries + 1
+        training = {**spec.training, "batch_size": batch // 2}
+        if training.get("eval_batch_size"):
+            training["eval_batch_size"] = max(1, int(training["eval_batch_size"]) // 2)
+        self.observer.note(f"{spec.run_id}: CUDA out of memory at batch size {batch}; retrying at {batch // 2}")
+        return self._cell_job(dataclasses.replace(spec, training=training))
 
     def _record(self, spec: RunSpec, result: RunResult, outcome: Outcome) -> None:
+        if result.status != STATUS_DONE and spec.run_id in self.oom_tries and result.error:
+            result.error += f" (also at batch size {spec.training['batch_size']})"
         self.store.write(spec, result)
         self.summary.ran += 1
         if result.status == STATUS_DONE:
@@ -234,6 +346,35 @@ class _Driver:
         self.observer.job_finished(outcome.job, result, outcome)
 
 
+OOM_PREFIX = "CUDA out of memory"
+_OOM_MARKERS = ("CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+_METRICS = ("test_acc", "test_balanced_acc", "test_macro_f1")
+
+
+def normalise_error(error: str | None) -> str | None:
+    """Make every way CUDA reports running out of memory start with 'CUDA out of memory'."""
+    if not error or error.startswith(OOM_PREFIX):
+        return error
+    head, _, rest = error.partition(": ")
+    if head.rsplit(".", 1)[-1] == "OutOfMemoryError" and rest:
+        return rest if rest.startswith(OOM_PREFIX) else f"{OOM_PREFIX}: {rest}"
+    if any(marker in error for marker in _OOM_MARKERS):
+        return f"{OOM_PREFIX}: {error}"
+    return error
+
+
+def _complete_or_failed(result: RunResult) -> RunResult:
+    """A result marked done must carry every metric and its curve; otherwise it is a failure."""
+    if result.status != STATUS_DONE:
+        return result
+    missing = [m for m in _METRICS if getattr(result, m) is None]
+    if not result.epochs:
+        missing.append("epochs")
+    if missing:
+        result.status, result.error = STATUS_FAILED, f"incomplete result: missing {', '.join(missing)}"
+    return result
+
+
 def hard_timeout(training: dict[str, Any]) -> float | None:
     """The kill deadline of a run: ``timeout`` if set, else generous slack over its time budget."""
     if training.get("timeout"):
@@ -241,9 +382,3 @@ def hard_timeout(training: dict[str, Any]) -> float | None:
     if training.get("time_budget"):
         return 2.0 * float(training["time_budget"]) + 300.0
     return None
-
-
-def _json(value: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(value)

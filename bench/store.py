@@ -156,17 +156,33 @@ class ResultStore:
     # -- connection -----------------------------------------------------------------------
 
     def _connect(self, target: str, timeout_s: float, uri: bool = False) -> sqlite3.Connection:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self._open(target, timeout_s, uri)
+            except sqlite3.OperationalError as exc:
+                # Switching to WAL needs a moment alone with the file and does not wait on the busy
+                # timeout: a second driver opening the same store at once just tries again.
+                if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                    raise StoreError(f"{self.path}: cannot open results store: {exc}") from exc
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(f"{self.path}: cannot open results store: {exc}") from exc
+
+    def _open(self, target: str, timeout_s: float, uri: bool) -> sqlite3.Connection:
+        db = sqlite3.connect(target, timeout=timeout_s, uri=uri, isolation_level=None)
         try:
-            db = sqlite3.connect(target, timeout=timeout_s, uri=uri, isolation_level=None)
             db.row_factory = sqlite3.Row
+            db.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
             if not self.readonly:
-                db.execute("PRAGMA journal_mode=WAL")
+                if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
-            db.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
             db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: cannot open results store: {exc}") from exc
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def _check_writable(self) -> None:
@@ -515,7 +531,8 @@ class _Transaction:
                 return
             except sqlite3.Error as commit_exc:
                 self._rollback()
-                raise StoreError(f"{self._path}: cannot write results store: {_sqlite_reason(commit_exc)}") from commit_exc
+                reason = _sqlite_reason(commit_exc)
+                raise StoreError(f"{self._path}: cannot write results store: {reason}") from commit_exc
         self._rollback()
         if isinstance(exc, sqlite3.Error):
             raise StoreError(f"{self._path}: cannot write results store: {_sqlite_reason(exc)}") from exc

@@ -24,13 +24,13 @@ Emit = Callable[[dict[str, Any]], None]
 
 def execute(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     """Run one job and return its outcome value: a RunResult dict or pretrain info."""
+    _inject_fault(job)
     from bench.pretrain import checkpoint_path, ensure_pretrained
     from bench.records import RunSpec
 
     def on_epoch(record: Any, total: int) -> None:
         emit({"type": "epoch", "total": total, **dataclasses.asdict(record)})
 
-    _inject_fault(job)
     payload = job["payload"]
     if job["kind"] == "pretrain":
         return ensure_pretrained(payload["pretrain"], payload["cache_dir"], payload.get("device", "auto"), on_epoch)
@@ -64,7 +64,7 @@ def _inject_fault(job: dict[str, Any]) -> None:
         if batch_size >= int(arg or 1):
             import torch
 
-            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (batch size {batch_size})")
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (injected at batch size {batch_size})")
     elif kind == "hang":  # deaf to SIGTERM, with a forked helper in its group, like a stuck DataLoader
         import signal
         import time

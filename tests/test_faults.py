@@ -1,0 +1,517 @@
+"""Fault injection against real processes: nothing finished is lost, nothing runs twice, nothing is left running.
+
+Drivers run as ``python -m bench run`` children where signals matter, and cells fail on
+demand through the worker's ``TRANSFER_BENCH_FAULT`` hook (segfault, hang, exit, oom).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import resource
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.errors import StoreError
+from bench.executors import SubprocessExecutor
+from bench.runner import SilentObserver, run_suite
+from bench.store import ResultStore
+from bench.suite import suite_from_dict
+from bench.worker import FAULT_ENV
+from tests.faults_helpers import (
+    REPO,
+    assert_store_sound,
+    cell_ids,
+    driver_env,
+    finished,
+    group_gone,
+    integrity_ok,
+    kill_tagged,
+    new_tag,
+    read_store,
+    scratch_suite,
+    start_driver,
+    tagged_processes,
+    wait_for,
+    write_yaml,
+)
+
+KILLS = 6
+GRACE_S = 2.0
+HARD_LIMIT_S = 10.0  # room for a healthy cell: a child spends ~4 s importing torch
+
+
+class Timings(SilentObserver):
+    """Records when each job started and how it ended."""
+
+    def __init__(self, on_finish=None) -> None:
+        self.started: dict[str, float] = {}
+        self.ended: dict[str, tuple[float, Any]] = {}
+        self.notes: list[str] = []
+        self.on_finish = on_finish
+
+    def job_started(self, job) -> None:
+        self.started[job.key] = time.monotonic()
+
+    def job_finished(self, job, result, outcome) -> None:
+        self.ended[job.key] = (time.monotonic(), outcome)
+        if self.on_finish is not None:
+            self.on_finish(job, result, outcome)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+@pytest.fixture
+def tag():
+    value = new_tag()
+    yield value
+    kill_tagged(value)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240,
+         **popen: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env or driver_env("none"), cwd=REPO, **popen)
+
+
+# -- the driver killed at any moment ------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(tmp_path, tag):
+    suite = scratch_suite("killed", sizes=[3, 5], seeds=list(range(6)))
+    path = write_yaml(tmp_path / "killed.yaml", suite)
+    results, db = tmp_path / "results", tmp_path / "results" / "killed.db"
+    ids = set(cell_ids(suite))
+    rng = random.Random(1234)
+    kept: dict[str, dict[str, Any]] = {}
+    kills = checks = 0
+    for cycle in range(KILLS):
+        driver = start_driver(path, results, "-j", "2", tag=tag, log=tmp_path / "driver.log")
+        if cycle % 2 == 0:  # anywhere in the driver's life: start-up, store open, claims, training
+            delay = rng.uniform(0.5, 9.0)
+            wait_for(lambda: driver.poll() is not None, delay)
+        else:  # just after a result landed: the next write or claim is in flight
+            seen = len(kept)
+            wait_for(lambda: driver.poll() is not None or (db.exists() and _finished_count(db) > seen), 40.0, 0.05)
+            time.sleep(rng.uniform(0.0, 0.5))
+        if driver.poll() is None:
+            driver.send_signal(signal.SIGKILL)
+            kills += 1
+        driver.wait()
+        assert wait_for(lambda: not tagged_processes(tag), 5.0), "children outlived the killed driver"
+        if not db.exists():
+            continue
+        rows = assert_store_sound(db)
+        checks += 1
+        assert set(rows) <= ids
+        now = finished(rows)
+        for run_id, row in kept.items():
+            assert run_id in now, f"{run_id} was finished before the kill and is gone"
+            assert now[run_id]["written_at"] == row["written_at"], f"{run_id} was run again"
+            assert now[run_id]["test_acc"] == row["test_acc"]
+        kept = now
+    assert kills >= KILLS - 1, f"only {kills} kills landed: the suite finished too early"
+
+    done = _cli("run", str(path), "--results-dir", str(results), "--no-report", "-j", "2", env=driver_env(tag))
+    assert done.returncode == 0, done.stderr
+    assert f"{len(ids) - len(kept)} done, 0 failed this time, {len(kept)} already done" in done.stdout
+    rows = assert_store_sound(db)
+    assert set(rows) == ids and all(row["status"] == "done" for row in rows.values())
+    for run_id, row in kept.items():
+        assert rows[run_id]["written_at"] == row["written_at"]
+    assert not tagged_processes(tag)
+    _report("kills", kills, "integrity checks", checks + 1, "finished before last run", len(kept))
+
+
+def _finished_count(db: Path) -> int:
+    try:
+        return len(finished(read_store(db)))
+    except sqlite3.Error:
+        return 0
+
+
+def _report(*pairs: Any) -> None:
+    """Figures for the log of a -s run."""
+    text = ", ".join(f"{pairs[i]}={pairs[i + 1]}" for i in range(0, len(pairs), 2))
+    sys.stderr.write(f"\n[faults] {text}\n")
+
+
+# -- hung, crashing and out-of-memory cells -----------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_hung_run_is_killed_with_its_group_within_timeout_plus_grace(tmp_path, monkeypatch, tag):
+    suite = scratch_suite("hung", sizes=[3], seeds=[0, 1], timeout=HARD_LIMIT_S)
+    hung, healthy = cell_ids(suite)
+    monkeypatch.setenv(FAULT_ENV, f"hang:{hung}")
+    monkeypatch.setenv("TRANSFER_BENCH_TEST_TAG", tag)
+    timings = Timings()
+    summary = run_suite(suite_from_dict(suite), results_dir=tmp_path, observer=timings,
+                        executor=SubprocessExecutor(slots=2, kill_grace_s=GRACE_S))
+    took = timings.ended[hung][0] - timings.started[hung]
+    assert HARD_LIMIT_S <= took <= HARD_LIMIT_S + GRACE_S + 1.5, took
+    assert not tagged_processes(tag), "the hung run or its forked helper survived"
+    rows = assert_store_sound(summary.store_path)
+    assert rows[hung]["status"] == "failed" and rows[hung]["error"].startswith("timed out")
+    assert rows[healthy]["status"] == "done", "the suite went on past the hung cell"
+    _report("hung run killed after s", round(took, 2), "timeout+grace", HARD_LIMIT_S + GRACE_S)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault, reason", [("segfault", "SIGSEGV"), ("exit", "exited with status 3")])
+def test_a_crashing_child_fails_only_its_cell(tmp_path, monkeypatch, fault, reason):
+    suite = scratch_suite(f"crash-{fault}", sizes=[3], seeds=[0, 1])
+    crashing, healthy = cell_ids(suite)
+    monkeypatch.setenv(FAULT_ENV, f"{fault}:{crashing}")
+    summary = run_suite(suite_from_dict(suite), results_dir=tmp_path, executor="local", jobs=2)
+    assert (summary.done, summary.failed) == (1, 1)
+    rows = assert_store_sound(summary.store_path)
+    assert reason in rows[crashing]["error"]
+    assert rows[healthy]["status"] == "done"
+
+
+@pytest.mark.slow
+def test_out_of_memory_is_recorded_as_such_and_retried_at_half_batch(tmp_path, monkeypatch):
+    suite = scratch_suite("oom", sizes=[3], seeds=[0], batch_size=16)
+    (cell,) = cell_ids(suite)
+    monkeypatch.setenv(FAULT_ENV, "oom=16")  # only at batch size 16 or more: half of it fits
+    timings = Timings()
+    summary = run_suite(suite_from_dict(suite), results_dir=tmp_path / "retry", oom_retry=1, observer=timings)
+    row = assert_store_sound(summary.store_path)[cell]
+    assert row["status"] == "done" and int(row["batch_size"]) == 8
+    assert int(row["attempts"]) == 2
+    assert any("retrying at 8" in note for note in timings.notes)
+
+    monkeypatch.setenv(FAULT_ENV, "oom")  # never fits: failed after the retry, and says so
+    summary = run_suite(suite_from_dict(suite), results_dir=tmp_path / "never", oom_retry=1)
+    row = read_store(summary.store_path)[cell]
+    assert row["status"] == "failed" and row["error"].startswith("CUDA out of memory"), row["error"]
+    assert "batch size 8" in row["error"] and int(row["attempts"]) == 2
+
+
+# -- Ctrl-C -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_abandons_running_cells_and_leaves_no_process(tmp_path, tag):
+    suite = scratch_suite("interrupted", sizes=[3, 5], seeds=[0, 1], epochs=3)
+    path = write_yaml(tmp_path / "interrupted.yaml", suite)
+    results = tmp_path / "results"
+    driver = start_driver(path, results, "-j", "2", tag=tag, log=tmp_path / "driver.log")
+    assert wait_for(lambda: len(tagged_processes(tag)) >= 3, 60.0), "two children never started"
+    children = [pid for pid in tagged_processes(tag) if pid != driver.pid]
+    os.killpg(driver.pid, signal.SIGINT)  # the terminal sends Ctrl-C to the foreground group
+    time.sleep(0.5)
+    assert driver.poll() is None, "one Ctrl-C must let running cells finish"
+    os.killpg(driver.pid, signal.SIGINT)
+    code = driver.wait(timeout=30)
+    assert code == 130, (tmp_path / "driver.log").read_text()
+    assert wait_for(lambda: not tagged_processes(tag), 5.0), "processes left after Ctrl-C"
+    assert all(group_gone(pid) for pid in children)
+    rows = assert_store_sound(results / "interrupted.db")
+    assert not any(row["status"] == "running" for row in rows.values()), "abandoned cells must go back to pending"
+    _report("processes left after Ctrl-C", len(tagged_processes(tag)), "children killed", len(children))
+
+
+@pytest.mark.slow
+def test_one_ctrl_c_stops_scheduling_and_lets_running_cells_finish(tmp_path, tag):
+    suite = scratch_suite("stopped", sizes=[3, 5], seeds=[0, 1])
+    path = write_yaml(tmp_path / "stopped.yaml", suite)
+    results = tmp_path / "results"
+    driver = start_driver(path, results, "-j", "1", tag=tag, log=tmp_path / "driver.log")
+    assert wait_for(lambda: len(tagged_processes(tag)) >= 2, 60.0), "no child started"
+    os.killpg(driver.pid, signal.SIGINT)
+    assert driver.wait(timeout=60) == 0
+    log = (tmp_path / "driver.log").read_text()
+    assert "interrupted" in log and "1 done, 0 failed this time" in log, log
+    rows = assert_store_sound(results / "stopped.db")
+    assert [row["status"] for row in rows.values()] == ["done"]
+    assert not tagged_processes(tag)
+
+
+# -- the results folder -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_results_folder_that_cannot_be_created_is_one_clear_line(tmp_path, tag):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    path = write_yaml(tmp_path / "s.yaml", scratch_suite("ro"))
+    done = _cli("run", str(path), "--results-dir", str(blocker / "results"), "--no-report", env=driver_env(tag))
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
+    assert "cannot create results folder" in done.stderr and "a-file" in done.stderr
+    assert not tagged_processes(tag), "nothing may start before the store opens"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through chmod 555; other tests cover root")
+def test_read_only_results_folder_is_one_clear_line(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    results.chmod(0o555)
+    path = write_yaml(tmp_path / "s.yaml", scratch_suite("ro"))
+    try:
+        done = _cli("run", str(path), "--results-dir", str(results), "--no-report")
+    finally:
+        results.chmod(0o755)
+    assert done.returncode == 2 and "not writable" in done.stderr and "Traceback" not in done.stderr
+
+
+def _file_size_limit(limit: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_the_suite_with_one_line_and_keeps_the_store_whole(tmp_path, tag):
+    suite = scratch_suite("full", sizes=[3], seeds=[0, 1])
+    path = write_yaml(tmp_path / "full.yaml", suite)
+    results, db = tmp_path / "results", tmp_path / "results" / "full.db"
+    first = run_suite(suite_from_dict(scratch_suite("full", sizes=[3], seeds=[0])), results_dir=results,
+                      executor="inprocess")
+    assert first.done == 1
+    before = read_store(db)
+    # Files may not grow past what the store already takes: the next write hits the limit
+    # (EFBIG, as a full disk gives ENOSPC) and SQLite must roll back.
+    limit = max(p.stat().st_size for p in results.iterdir() if p.is_file())
+    done = _cli("run", str(path), "--results-dir", str(results), "--no-report", env=driver_env(tag),
+                preexec_fn=_file_size_limit(limit))
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "full.db" in lines[0] or str(results) in lines[0]
+    assert wait_for(lambda: not tagged_processes(tag), 5.0)
+    assert integrity_ok(db)
+    after = read_store(db)
+    for run_id, row in before.items():
+        assert after[run_id]["written_at"] == row["written_at"]
+    rerun = run_suite(suite_from_dict(suite), results_dir=results, executor="inprocess")
+    assert (rerun.already_done, rerun.done) == (1, 1)
+
+
+# -- concurrency: two drivers, readers during a run ---------------------------------------
+
+
+@pytest.mark.slow
+def test_two_drivers_on_one_suite_never_run_a_cell_twice(tmp_path, tag):
+    suite = scratch_suite("shared", sizes=[3, 5], seeds=[0, 1])
+    path = write_yaml(tmp_path / "shared.yaml", suite)
+    results = tmp_path / "results"
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    drivers = [start_driver(path, results, "-j", "1", tag=tag, log=log) for log in logs]
+    for driver in drivers:
+        assert driver.wait(timeout=180) == 0
+    rows = assert_store_sound(results / "shared.db")
+    assert set(rows) == set(cell_ids(suite))
+    assert all(row["status"] == "done" and row["attempts"] == 1 for row in rows.values()), \
+        {k: (r["status"], r["attempts"]) for k, r in rows.items()}
+    ran = [int(re.search(r"(\d+) done, \d+ failed this time", log.read_text()).group(1)) for log in logs]
+    assert sum(ran) == len(rows), ran
+
+
+@pytest.mark.slow
+def test_report_and_export_read_the_store_while_a_suite_writes_it(tmp_path, tag):
+    suite = scratch_suite("busy", sizes=[3, 5], seeds=[0, 1])
+    path = write_yaml(tmp_path / "busy.yaml", suite)
+    results, db = tmp_path / "results", tmp_path / "results" / "busy.db"
+    driver = start_driver(path, results, "-j", "2", tag=tag, log=tmp_path / "driver.log")
+    assert wait_for(db.exists, 60.0)
+    reads, sizes = 0, set()
+    while driver.poll() is None:
+        with ResultStore(db, readonly=True) as store:
+            frame = store.frame(include_running=True)
+            store.epochs_frame()
+            sizes.add(len(frame))
+        reads += 1
+        if reads % 10 == 1:
+            export = _cli("export", str(db), "--out", str(tmp_path / "busy.csv"), env=driver_env(tag))
+            assert export.returncode == 0, export.stderr
+        time.sleep(0.05)
+    assert driver.returncode == 0
+    assert reads > 5 and max(sizes) <= 4
+    report = _cli("report", str(db), "--out", str(tmp_path / "report"), env=driver_env(tag))
+    assert report.returncode == 0, report.stderr
+
+
+# -- suites edited between runs -----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_an_edited_suite_gets_new_ids_and_keeps_old_results(tmp_path):
+    first = scratch_suite("edited", sizes=[3], seeds=[0])
+    summary = run_suite(suite_from_dict(first), results_dir=tmp_path, executor="inprocess")
+    old = read_store(summary.store_path)
+    (old_id,) = old
+
+    more_seeds = scratch_suite("edited", sizes=[3], seeds=[0, 1])
+    again = run_suite(suite_from_dict(more_seeds), results_dir=tmp_path, executor="inprocess")
+    assert (again.already_done, again.done) == (1, 1), "an unchanged cell is not run again"
+
+    longer = scratch_suite("edited", sizes=[3], seeds=[0], epochs=2)
+    (new_id,) = cell_ids(longer)
+    assert new_id not in old, "a changed cell gets a new id"
+    run_suite(suite_from_dict(longer), results_dir=tmp_path, executor="inprocess")
+    rows = assert_store_sound(summary.store_path)
+    assert len(rows) == 3
+    assert rows[old_id]["written_at"] == old[old_id]["written_at"] and rows[old_id]["epochs_run"] == 1
+    assert rows[new_id]["epochs_run"] == 2
+
+
+# -- bad input ----------------------------------------------------------------------------
+
+
+def _image_folder(root: Path, classes: int = 3, per_class: int = 12) -> Path:
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            pixels[..., c % 3] = 200
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def _folder_suite(name: str, root: Path, **extra: Any) -> dict[str, Any]:
+    suite = scratch_suite(name, sizes=[3], seeds=[0, 1])
+    suite["datasets"] = [{"name": "imagefolder", "path": str(root), "sizes": [3], "test_fraction": 0.3}]
+    suite.update(extra)
+    return suite
+
+
+@pytest.mark.slow
+def test_corrupt_images_and_empty_class_folders_are_skipped_or_named(tmp_path):
+    root = _image_folder(tmp_path / "images")
+    (root / "class0" / "broken.png").write_bytes(b"\x89PNG not really an image" * 10)
+    (root / "class1" / "empty.png").write_bytes(b"")
+    (root / "class-empty").mkdir()
+    summary = run_suite(suite_from_dict(_folder_suite("messy", root)), results_dir=tmp_path / "r", executor="inprocess")
+    assert (summary.done, summary.failed) == (2, 0), summary.failures
+
+    # Planning counts files without decoding them; the run decodes, finds nothing usable, and says where.
+    nothing = tmp_path / "nothing"
+    for name in ("a", "b"):
+        (nothing / name).mkdir(parents=True)
+        for i in range(12):
+            (nothing / name / f"{i}.png").write_bytes(b"garbage" * 20)
+    summary = run_suite(suite_from_dict(_folder_suite("corrupt", nothing)), results_dir=tmp_path / "r",
+                        executor="inprocess")
+    rows = read_store(summary.store_path)
+    assert len(rows) == 2
+    for row in rows.values():
+        assert row["status"] == "failed" and str(nothing) in row["error"] and "no usable images" in row["error"]
+        assert row["traceback"] is None, "a data problem is the user's to fix, not a bug"
+
+    empty = tmp_path / "empty"
+    for name in ("a", "b"):
+        (empty / name).mkdir(parents=True)
+    path = write_yaml(tmp_path / "empty.yaml", _folder_suite("empty", empty))
+    done = _cli("plan", str(path), "--results-dir", str(tmp_path / "r"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert str(empty) in done.stderr and done.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.slow
+def test_a_dataset_folder_that_vanishes_mid_suite_fails_the_rest_by_name(tmp_path):
+    import shutil
+
+    root = _image_folder(tmp_path / "vanishing")
+
+    def remove_after_first(job, result, outcome) -> None:
+        shutil.rmtree(root, ignore_errors=True)
+
+    suite = _folder_suite("vanishing", root)
+    summary = run_suite(suite_from_dict(suite), results_dir=tmp_path / "r", observer=Timings(remove_after_first))
+    assert (summary.done, summary.failed) == (1, 1)
+    (run_id, error), = summary.failures
+    assert str(root) in error and "does not exist" in error
+
+
+@pytest.mark.slow
+def test_a_weights_file_that_is_not_a_checkpoint_fails_its_cells_by_name(tmp_path):
+    bogus = tmp_path / "weights.pt"
+    bogus.write_bytes(os.urandom(2048))
+    suite = scratch_suite("bogus", sizes=[3], seeds=[0])
+    suite["backbones"] = [{"name": "test_resnet", "weights": f"file:{bogus}"}]
+    suite["strategies"] = ["frozen"]
+    summary = run_suite(suite_from_dict(suite), results_dir=tmp_path / "r", executor="inprocess")
+    assert summary.failed == 1
+    (_, error), = summary.failures
+    assert str(bogus) in error and "not a PyTorch checkpoint" in error
+
+
+# -- claims: the store's half of "never twice" -------------------------------------------
+
+
+def _spec(name: str = "claims"):
+    return suite_from_dict(scratch_suite(name, sizes=[3], seeds=[0])).expand()[0]
+
+
+def test_a_result_written_after_a_driver_planned_is_never_taken_over(tmp_path):
+    from bench.records import RunResult
+
+    spec = _spec()
+    with ResultStore(tmp_path / "s.db") as store:
+        planned = time.time()
+        store.write(spec, RunResult.failure(spec.run_id, "boom"))
+        assert not store.claim(spec, "h:1", allow=("failed",), written_before=planned)
+        assert store.claim(spec, "h:1", allow=("failed",), written_before=time.time() + 1)
+
+
+def test_a_claim_whose_pid_was_reused_or_whose_driver_ended_is_dead(tmp_path):
+    import socket
+
+    from bench.store import owner_id, retire_owner
+
+    spec = _spec()
+    host = socket.gethostname()
+    with ResultStore(tmp_path / "s.db") as store:
+        assert store.claim(spec, f"{host}:{os.getpid()}:1:oldtoken")  # this pid, another start time
+        assert store.pending([spec]) == [spec]
+        mine = owner_id()
+        assert store.claim(spec, mine)
+        assert store.pending([spec]) == [] and not store.claim(spec, owner_id())
+        retire_owner(mine)  # a driver of this very process that ended without giving its claims back
+        assert store.pending([spec]) == [spec]
+        other = owner_id()
+        assert store.claim(spec, other)
+        assert store.release_all(other) == [spec.run_id] and store.statuses() == {}
+
+
+def test_drivers_opening_a_new_store_at_once_all_succeed(tmp_path):
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            ResultStore(tmp_path / "race.db").close()
+        except BaseException as exc:  # collected and reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert integrity_ok(tmp_path / "race.db")
+
+
+def test_a_store_path_that_cannot_be_written_fails_before_any_write(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StoreError, match="cannot create results folder"):
+        ResultStore(tmp_path / "file" / "sub" / "s.db")
