@@ -70,8 +70,12 @@ def _resolve_db(target: str, results_dir: Path) -> tuple[Path, str]:
 @_guard
 def run(
     suite_file: Path = typer.Argument(DEFAULT_SUITE, metavar="SUITE", help="Suite YAML file."),
-    executor: Optional[str] = typer.Option(None, "--executor", "-e", help="local (a child process per run, default), inprocess, gpus."),
-    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs at once with the local executor."),
+    executor: Optional[str] = typer.Option(None, "--executor", "-e", help="local (a child process per run, default), inprocess, gpus, ray."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Runs at once (local: default 1; ray: default the cluster's GPUs or CPUs)."),
+    per_gpu: int = typer.Option(1, "--per-gpu", min=1, help="gpus, ray: runs sharing one GPU at once."),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster, 'auto' or ray://HOST:PORT (default: a local instance)."),
+    max_retries: int = typer.Option(2, "--max-retries", min=0, help="ray: retries of a cell whose worker or node was lost."),
+    oom_retry: bool = typer.Option(False, "--oom-retry", help="Retry a cell out of CUDA memory once at half the batch size."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed cells again."),
     force: bool = typer.Option(False, "--force", help="Run every cell again, done ones included."),
     results_dir: Path = typer.Option(Path("results"), help="Where results/<suite>.db lives."),
@@ -88,6 +92,7 @@ def run(
         summary = run_suite(
             suite, results_dir=results_dir, executor=executor, jobs=jobs,
             retry_failed=retry_failed, force=force, observer=observer,
+            per_gpu=per_gpu, address=address, max_retries=max_retries, oom_retry=int(oom_retry),
         )
     except KeyboardInterrupt:
         observer.close()
