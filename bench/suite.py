@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bench.errors import SuiteError
 from bench.records import TRAINING_VERSION, RunSpec, strategy_label
 
+MAX_SEEDS = 10_000
 SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$")
 _DURATION_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
@@ -191,9 +192,17 @@ class Suite(_Strict):
             data["datasets"] = [{"name": d} if isinstance(d, str) else d for d in data["datasets"]]
         if isinstance(data.get("strategies"), list):
             data["strategies"] = [_strategy_entry(s) for s in data["strategies"]]
-        if isinstance(data.get("seeds"), int) and not isinstance(data.get("seeds"), bool):
-            data["seeds"] = list(range(data["seeds"]))
         return data
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_count(cls, value: Any) -> Any:
+        """``seeds: 3`` means seeds 0, 1 and 2."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 1 <= value <= MAX_SEEDS:
+                raise ValueError(f"a seed count must be between 1 and {MAX_SEEDS}")
+            return list(range(value))
+        return value
 
     @field_validator("name")
     @classmethod
@@ -405,7 +414,7 @@ def _suite_error(exc: ValidationError, raw: dict[str, Any], file: str | None) ->
     if error["type"] == "missing":
         return SuiteError("required field is missing", file=file, field=field)
     message = error["msg"].removeprefix("Value error, ")
-    shown = "" if isinstance(value, (dict, list)) else f" (got {value!r})"
+    shown = "" if isinstance(value, (dict, list)) or repr(value) in message else f" (got {value!r})"
     return SuiteError(f"{message}{shown}", file=file, field=field or None, value=value)
 
 
