@@ -112,6 +112,7 @@ class RunResult:
     epochs: list[EpochRecord] = field(default_factory=list)
     train_indices: list[int] = field(default_factory=list)
     val_indices: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. images the dataset skipped as corrupt
     started_at: float | None = None
     finished_at: float | None = None
 

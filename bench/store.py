@@ -80,7 +80,9 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 # Each entry migrates a store from version i to i + 1; PRAGMA user_version records where a
 # file stands, so an old results file keeps opening after the schema grows.
-_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+_SCHEMA_V2 = "ALTER TABLE runs ADD COLUMN notes TEXT"
+
+_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -390,12 +392,13 @@ class ResultStore:
             )
             self._db.execute(
                 f"""UPDATE runs SET status = ?, {", ".join(f"{c} = ?" for c in _RESULT_COLUMNS)},
-                        versions = ?, train_indices = ?, val_indices = ?, claimed_by = NULL,
+                        versions = ?, train_indices = ?, val_indices = ?, notes = ?, claimed_by = NULL,
                         claimed_at = NULL, written_at = ?
                     WHERE run_id = ?""",
                 (
                     result.status, *values, json.dumps(result.versions, sort_keys=True),
-                    json.dumps(result.train_indices), json.dumps(result.val_indices), now, spec.run_id,
+                    json.dumps(result.train_indices), json.dumps(result.val_indices), json.dumps(result.notes),
+                    now, spec.run_id,
                 ),
             )
             self._db.execute("DELETE FROM epochs WHERE run_id = ?", (spec.run_id,))
@@ -440,7 +443,7 @@ class ResultStore:
         return RunResult(
             run_id=run_id, status=row["status"], versions=json.loads(row["versions"] or "{}"),
             epochs=epochs, train_indices=json.loads(row["train_indices"] or "[]"),
-            val_indices=json.loads(row["val_indices"] or "[]"), **fields,
+            val_indices=json.loads(row["val_indices"] or "[]"), notes=json.loads(row["notes"] or "[]"), **fields,
         )
 
     def frame(self, *, include_running: bool = False):

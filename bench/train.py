@@ -32,6 +32,7 @@ from bench.records import STATUS_DONE, EpochRecord, RunResult, RunSpec
 from bench.strategies import StrategyPlan, get_strategy
 
 EpochCallback = Callable[[EpochRecord, int], None]
+MAX_NOTES = 50
 
 
 class TrainingFailed(BenchError):
@@ -311,6 +312,9 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch) -> None:
     dataset = dataset_for(spec.dataset)
     subset = select_subset(dataset.train_labels, spec.size, spec.seed, spec.dataset.get("val_fraction", 0.1))
     result.train_indices, result.val_indices = subset.train.tolist(), subset.val.tolist()
+    result.notes = dataset.problems[:MAX_NOTES] + (
+        [f"... and {len(dataset.problems) - MAX_NOTES} more"] if len(dataset.problems) > MAX_NOTES else []
+    )
 
     backbone, image_size = prepare(spec.model_name, spec.weights, dataset, training, spec.seed, device, weights_file)
     strategy = get_strategy(spec.strategy)

@@ -62,7 +62,8 @@ def test_check_end_to_end_prints_the_verdict_and_writes_the_report(image_folder,
     assert "1 problem(s) in the data" in done.stderr and "broken.png" in done.stderr
     assert "verdict" in done.stdout and "16 done, 0 failed" in done.stdout
     assert "no clear difference (n too small)" in done.stdout  # two seeds never make a call
-    assert (tmp_path / "reports" / "check-my-photos" / "index.html").is_file()
+    page = (tmp_path / "reports" / "check-my-photos" / "index.html").read_text()
+    assert "Data problems" in page and "broken.png" in page, "the skipped image is named in the report"
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
     assert again.returncode == 0 and "0 done, 0 failed, 16 already done" in again.stdout

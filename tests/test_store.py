@@ -135,3 +135,26 @@ def test_export_writes_one_row_per_run_with_the_documented_columns(tmp_path, fmt
     assert len(frame) == 3
     assert set(EXPORT_COLUMNS) <= set(frame.columns)
     assert sorted(frame["run_id"]) == sorted(c.run_id for c in cells[:3])
+
+
+def test_a_version_1_store_is_migrated_in_place_and_keeps_its_runs(tmp_path):
+    import bench.store as store_module
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(store_module._SCHEMA_V1 + ";PRAGMA user_version=1;")
+    db.execute(
+        "INSERT INTO runs (run_id, suite, backbone, weights, dataset, size, strategy, strategy_label,"
+        " strategy_params, seed, status, training_version, spec, test_acc) VALUES"
+        " ('old', 's', 'b', 'none', 'digits', '5', 'scratch', 'scratch', '{}', 0, 'done', '1', '{}', 0.5)"
+    )
+    db.commit()
+    db.close()
+    with ResultStore(path) as store:
+        assert store.frame()["test_acc"].tolist() == [0.5]
+        spec = _cells()[0]
+        written = _result(spec)
+        written.notes = ["skipped corrupt image a.png: truncated"]
+        store.write(spec, written)
+        assert store.result(spec.run_id).notes == written.notes
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2

@@ -22,6 +22,7 @@ from bench.report.plots import PLOT_NAMES, Plot, build_plots, human_count, save_
 from bench.report.tables import (
     Progress,
     cost_table,
+    data_notes_table,
     environment_table,
     failed_table,
     progress,
@@ -219,8 +220,8 @@ def _sections(
         "compared with scratch on the seeds both have (paired by seed; unmatched seeds are "
         f"ignored). The interval is a {LEVEL:.0%} percentile bootstrap of the mean paired "
         f"difference ({N_BOOT} resamples, fixed random seed). \"transfer wins\" means the whole "
-        "interval lies above zero, \"scratch wins\" below; fewer than two paired seeds give no "
-        f"interval and no verdict. Paired differences within {TIE_EPS:g} of zero count as ties."
+        "interval lies above zero, \"scratch wins\" below; fewer than three paired seeds give no "
+        f"verdict, and one gives no interval. Paired differences within {TIE_EPS:g} of zero count as ties."
     )
     sections = [
         _Section(
@@ -251,6 +252,12 @@ def _sections(
         sections.append(_Section(
             "Failed runs", intro=f"{_plural(len(failed), 'run')} failed; the first line of each error is shown.",
             table=_failed_display(failed),
+        ))
+    notes = data_notes_table(frame)
+    if not notes.empty:
+        sections.append(_Section(
+            "Data problems", intro=f"{_plural(len(notes), 'problem')} in the data, skipped by every run that used it.",
+            table=notes,
         ))
     warning = training_version_warning(frame)
     sections.append(_Section(

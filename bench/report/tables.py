@@ -124,6 +124,17 @@ def failed_table(frame: pd.DataFrame) -> pd.DataFrame:
     return failed[FAILED_COLUMNS].reset_index(drop=True)
 
 
+def data_notes_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """What the datasets skipped (corrupt images, empty classes), once per dataset and note."""
+    rows = []
+    if "notes" in frame:
+        for dataset, text in zip(frame["dataset"], frame["notes"]):
+            for note in json.loads(text) if isinstance(text, str) and text else []:
+                rows.append((dataset, note))
+    table = pd.DataFrame(rows, columns=["dataset", "note"])
+    return table.drop_duplicates().reset_index(drop=True)
+
+
 def _versions(text: object) -> dict[str, str]:
     if not isinstance(text, str) or not text:
         return {}
