@@ -62,7 +62,6 @@ def build_check(
 
     entry = dataset_entry(data)
     probe = {**entry, "test_fraction": 0.25, "val_fraction": 0.1, "options": {}, "root": None, "download": False}
-    counts = class_counts(probe)
     problems: list[str] = []
     if entry["name"] == "imagefolder":
         # Decoding every image once up front names the corrupt ones before a night is spent.
@@ -70,7 +69,7 @@ def build_check(
         problems = list(dataset.problems)
         train_counts = [int((dataset.train_labels == c).sum()) for c in range(dataset.num_classes)]
     else:
-        train_counts = [int(c) for c in counts["train"]]
+        train_counts = [int(c) for c in class_counts(probe)["train"]]
     smallest = min(train_counts)
     training: dict[str, Any] = {}
     for key, value in (("time_budget", budget), ("epochs", epochs), ("image_size", image_size), ("batch_size", batch_size)):

@@ -319,7 +319,7 @@ def terminate_group(child: subprocess.Popen[bytes], grace_s: float) -> None:
             return
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
-            if exited(child) and not _group_has_live_member(pgid, child.pid):
+            if exited(child) and not group_has_live_member(pgid, child.pid):
                 return
             time.sleep(0.05)
 
@@ -349,8 +349,8 @@ def wait_exit(child: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def _group_has_live_member(pgid: int, leader: int) -> bool:
-    """Whether a group holds a process other than its exited, unreaped leader."""
+def group_has_live_member(pgid: int, leader: int | None = None) -> bool:
+    """Whether a group holds a live process other than ``leader`` (an exited, unreaped child)."""
     if not group_alive(pgid):
         return False
     try:

@@ -55,9 +55,7 @@ def _train(pretrain: dict[str, Any], path: Path, device_name: str, on_epoch: Any
     )
 
     config = pretrain["config"]
-    training = dict(config["training"])
-    lr = training["lr"]
-    training["lr"] = lr.get("scratch", lr.get("default", 1e-3)) if isinstance(lr, dict) else lr
+    training = config["training"]
     device = resolve_device(device_name)
     started = time.time()
     dataset = dataset_for(config["dataset"])

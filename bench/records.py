@@ -121,9 +121,11 @@ class RunResult:
 
     @classmethod
     def from_json(cls, text: str) -> RunResult:
-        data = json.loads(text)
-        data["epochs"] = [EpochRecord(**row) for row in data.get("epochs", [])]
-        return cls(**data)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        return cls(**{**data, "epochs": [EpochRecord(**row) for row in data.get("epochs", [])]})
 
     @classmethod
     def failure(cls, run_id: str, error: str, traceback: str | None = None, **extra: Any) -> RunResult:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import queue
 import signal
 import threading
@@ -308,7 +307,7 @@ class _Driver:
             self.observer.job_finished(job, None, outcome)
             return None
         if outcome.value is not None:
-            result = RunResult.from_json(json.dumps(outcome.value))
+            result = RunResult.from_dict(outcome.value)
         else:
             result = RunResult.failure(spec.run_id, outcome.error or "unknown failure", outcome.traceback)
         result.error = normalise_error(result.error)

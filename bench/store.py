@@ -384,7 +384,7 @@ class ResultStore:
         now = time.time()
         with self._write():
             self._db.execute(
-                f"""INSERT INTO runs (run_id, suite, backbone, weights, dataset, size, strategy,
+                """INSERT INTO runs (run_id, suite, backbone, weights, dataset, size, strategy,
                         strategy_label, strategy_params, seed, status, training_version, spec, attempts)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
                     ON CONFLICT(run_id) DO NOTHING""",
@@ -454,18 +454,13 @@ class ResultStore:
         marks = ",".join("?" * len(statuses))
         with self._snapshot():
             frame = pd.read_sql_query(
-                f"SELECT * FROM runs WHERE status IN ({marks}) ORDER BY backbone, dataset, strategy_label, seed",
+                f"""SELECT *, coalesce(json_array_length(train_indices), 0) AS n_train FROM runs
+                    WHERE status IN ({marks}) ORDER BY backbone, dataset, strategy_label, seed""",
                 self._db, params=statuses,
             )
-            indices = self._column("train_indices", frame["run_id"])
         frame = frame.drop(columns=["spec", "train_indices", "val_indices", "claimed_by", "claimed_at"])
-        frame["n_train"] = [len(json.loads(text or "[]")) for text in indices]
         frame["size_order"] = frame["size"].map(_size_order)
         return frame
-
-    def _column(self, column: str, run_ids: Iterable[str]) -> list[Any]:
-        lookup = dict(self._db.execute(f"SELECT run_id, {column} FROM runs").fetchall())
-        return [lookup.get(run_id) for run_id in run_ids]
 
     def epochs_frame(self):
         """Per-epoch curves joined with each run's grid coordinates."""

@@ -296,8 +296,10 @@ class Suite(_Strict):
         if not weights.startswith("pretrain:"):
             return None
         name = weights.split(":", 1)[1]
-        config = self.pretrain[name].model_dump()
+        stage = self.pretrain[name]
+        config = stage.model_dump()
         identity = {"backbone": backbone, "pretrain": config, "training_version": TRAINING_VERSION}
+        config["training"]["lr"] = stage.training.lr_for("scratch")
         return {"name": name, "backbone": backbone, "key": content_hash(identity), "config": config}
 
     @model_validator(mode="after")

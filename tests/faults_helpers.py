@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from bench.executors import group_has_live_member
 from bench.suite import suite_from_dict
 from tests.conftest import TINY_TRAINING
 
@@ -91,22 +92,7 @@ def tagged_processes(tag: str) -> list[int]:
 
 def group_gone(pgid: int) -> bool:
     """True when no live process is left in a process group (zombies awaiting their reaper don't count)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            return False
-    return True
+    return not group_has_live_member(pgid)
 
 
 def wait_for(predicate: Callable[[], Any], timeout_s: float, every_s: float = 0.1) -> Any:
