@@ -52,6 +52,8 @@ def build_check(
     seeds: int = 3,
     budget: float | str | None = None,
     epochs: int | None = None,
+    min_steps: int | None = None,
+    tuning: bool = True,
     image_size: int | None = None,
     batch_size: int | None = None,
     device: str = "auto",
@@ -72,7 +74,8 @@ def build_check(
         train_counts = [int(c) for c in class_counts(probe)["train"]]
     smallest = min(train_counts)
     training: dict[str, Any] = {}
-    for key, value in (("time_budget", budget), ("epochs", epochs), ("image_size", image_size), ("batch_size", batch_size)):
+    for key, value in (("time_budget", budget), ("epochs", epochs), ("min_steps", min_steps),
+                       ("image_size", image_size), ("batch_size", batch_size)):
         if value is not None:
             training[key] = value
     raw = {
@@ -83,6 +86,8 @@ def build_check(
         "strategies": TRANSFER_STRATEGIES,
         "seeds": list(range(seeds)),
         "training": training,
+        # The same protocol as any suite: the default grid on the first seed, unless switched off.
+        "tuning": tuning,
         "device": device,
     }
     return CheckPlan(suite=suite_from_dict(raw, file="check"), problems=problems, classes=len(train_counts),

@@ -127,15 +127,24 @@ def plan(
     planned = suite.plan()
     path = store_path_for(suite, results_dir)
     statuses = ResultStore(path, readonly=True).statuses() if path.is_file() else {}
-    done = sum(statuses.get(c.run_id) == "done" for c in planned.cells)
-    failed = sum(statuses.get(c.run_id) == "failed" for c in planned.cells)
-    typer.echo(f"suite {suite.name}: {len(planned.cells)} cells, {done} done, {failed} failed, "
-               f"{len(planned.cells) - done - failed} to run -> {path}")
-    header = ("run_id", "backbone", "weights", "dataset", "size", "strategy", "seed", "status")
+    known = planned.runnable
+    done = sum(statuses.get(c.run_id) == "done" for c in known)
+    failed = sum(statuses.get(c.run_id) == "failed" for c in known)
+    waiting = planned.final_count() - len(known)
+    typer.echo(f"suite {suite.name}: {planned.final_count()} cells, {done} done, {failed} failed, "
+               f"{len(known) - done - failed} to run" + (f", {waiting} wait for their sweep" if waiting else "")
+               + f" -> {path}")
+    if planned.arms:
+        grid = len(planned.arms[0].points)
+        typer.echo(f"tuning: {len(planned.arms)} arms sweep {grid} configurations each on seed(s) "
+                   f"{', '.join(map(str, suite.tuning_seeds))}, chosen on validation accuracy; "
+                   "the chosen one then runs on every seed")
+    header = ("run_id", "backbone", "weights", "dataset", "size", "strategy", "tuned", "seed", "status")
     rows = [
-        (c.run_id, c.backbone, c.weights, c.dataset_name, c.size, c.strategy_label, str(c.seed),
-         statuses.get(c.run_id, "pending"))
-        for c in planned.cells
+        (c.run_id, c.backbone, c.weights, c.dataset_name, c.size, c.strategy_label,
+         ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in c.tuned.items()) or "-",
+         str(c.seed), statuses.get(c.run_id, "pending"))
+        for c in known
     ]
     shown = rows if limit == 0 else rows[:limit]
     typer.echo(_table(header, shown))
@@ -143,6 +152,11 @@ def plan(
         typer.echo(f"... {len(rows) - len(shown)} more (--limit 0 shows all)")
     for what, reason in planned.skipped:
         typer.echo(f"skipped {what}: {reason}")
+    from bench.report.verdict import MIN_PAIRS_FOR_CALL
+
+    if len(suite.seeds) < MIN_PAIRS_FOR_CALL:
+        typer.echo(f"warning: {len(suite.seeds)} seed(s) cannot support any verdict: a call needs at least "
+                   f"{MIN_PAIRS_FOR_CALL} paired seeds (5 or more give intervals worth quoting)", err=True)
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
@@ -166,11 +180,12 @@ def _render(db: Path, out: Path) -> None:
 
 def _verdict_lines(verdict) -> str:
     """The verdict as a short terminal table: one line per backbone, dataset and size."""
+    from bench.report.verdict import describe_interval
+
     rows = []
     for _, row in verdict.iterrows():
         diff = row.get("mean_diff")
-        low, high = row.get("ci_low"), row.get("ci_high")
-        interval = "no CI (1 seed)" if low != low else f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+        interval = describe_interval(row)
         rows.append((
             str(row["backbone"]), str(row["dataset"]), str(row["size"]), str(row.get("best_strategy", "")),
             "" if diff != diff or diff is None else f"{100 * diff:+.1f} pts", interval,
@@ -229,6 +244,8 @@ def check(
     seeds: int = typer.Option(3, min=1, help="Seeds per cell; the verdict pairs transfer and scratch by seed."),
     budget: Optional[str] = typer.Option(None, help="Training time budget per run, e.g. 90s, 10m."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per run (default 10)."),
+    min_steps: Optional[int] = typer.Option(None, min=1, help="Optimizer steps every run makes at least (default 200)."),
+    tuning: bool = typer.Option(True, help="Sweep three learning rates per arm on the first seed, chosen on validation."),
     image_size: Optional[int] = typer.Option(None, help="Input size (default: what the weights expect)."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Batch size (default 64)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
@@ -245,7 +262,7 @@ def check(
     size_list = [_size(s) for s in sizes.split(",")] if sizes else None
     plan = build_check(
         data, backbone=backbone, weights=weights, sizes=size_list, seeds=seeds, budget=budget, epochs=epochs,
-        image_size=image_size, batch_size=batch_size, device=device, name=name,
+        min_steps=min_steps, tuning=tuning, image_size=image_size, batch_size=batch_size, device=device, name=name,
     )
     if plan.problems:
         typer.echo(f"{len(plan.problems)} problem(s) in the data, skipped:", err=True)

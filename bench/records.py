@@ -8,24 +8,36 @@ torch: the store and the report read these records on machines without it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 # Bump when a change to training, evaluation, data splitting or strategy wiring can change a
 # result. It is hashed into every cell id, so old numbers are never mixed with new ones.
-TRAINING_VERSION = "1"
+TRAINING_VERSION = "2"
 
 STATUS_DONE = "done"
 STATUS_FAILED = "failed"
 STATUS_RUNNING = "running"
 
 
+def content_hash(value: Any) -> str:
+    """A short stable id for a JSON-able value: key order and float spelling don't matter."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _param_text(value: Any) -> str:
+    # budget=2 rather than budget=2.0: a label reads like the suite file that asked for it.
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def strategy_label(name: str, params: dict[str, Any]) -> str:
     """Render a strategy with its parameters the way the grid reads: ``partial[k=2]``."""
     if not params:
         return name
-    inner = ",".join(f"{key}={params[key]}" for key in sorted(params))
+    inner = ",".join(f"{key}={_param_text(params[key])}" for key in sorted(params))
     return f"{name}[{inner}]"
 
 
@@ -52,6 +64,13 @@ class RunSpec:
     pretrain: dict[str, Any] | None = None
     model: str | None = None  # the timm/torchvision name when ``backbone`` is a display label
     training_version: str = TRAINING_VERSION
+    # What the starting weights are as content (a file's digest, a pretrain stage's key), so
+    # caches keyed on it never confuse two files that share a path.
+    weights_identity: str = ""
+    # Tuning: ``arm`` groups the cells of one arm that differ only in ``tuned`` (the values of the
+    # grid point this cell trains with) and the seed; empty when the arm has a single configuration.
+    arm: str = ""
+    tuned: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_name(self) -> str:
@@ -113,6 +132,10 @@ class RunResult:
     train_indices: list[int] = field(default_factory=list)
     val_indices: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # e.g. images the dataset skipped as corrupt
+    # Health of the run: "undertrained" (validation still climbing at the end), "at_chance".
+    flags: list[str] = field(default_factory=list)
+    # Strategy-specific facts worth keeping: the probe's chosen L2 strength and its sweep, LogME.
+    details: dict[str, Any] = field(default_factory=dict)
     started_at: float | None = None
     finished_at: float | None = None
 

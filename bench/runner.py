@@ -24,6 +24,7 @@ from bench.executors import ABANDONED, Executor, Job, Message, Outcome, make_exe
 from bench.records import STATUS_DONE, STATUS_FAILED, RunResult, RunSpec
 from bench.store import ResultStore, owner_id, retire_owner
 from bench.suite import Suite
+from bench.tuning import choose
 
 HEARTBEAT_S = 60.0
 _POLL_S = 0.2
@@ -107,14 +108,15 @@ def run_suite(
     started = time.time()
     observer = observer or SilentObserver()
     check_sizes(suite)
-    cells = suite.expand()
+    plan = suite.plan()
+    cells = plan.runnable
     path = store_path_for(suite, results_dir)
     cache = Path(cache_dir) if cache_dir else Path(results_dir) / "pretrained"
     built: Executor | None = executor if isinstance(executor, Executor) else None
     try:
         with ResultStore(path) as store:
             store.set_meta("suite", suite.model_dump(mode="json"))
-            store.set_meta("planned", len(cells))
+            store.set_meta("planned", plan.final_count())
             store.set_meta("planned_ids", [c.run_id for c in cells])
             if built is None:
                 built = make_executor(
@@ -122,13 +124,23 @@ def run_suite(
                     address=address, max_retries=max_retries,
                 )
             todo = store.pending(cells, retry_failed=retry_failed, force=force)
-            summary = RunSummary(store_path=path, planned=len(cells), already_done=len(cells) - len(todo))
-            observer.suite_started(suite, len(cells), summary.already_done, len(todo))
+            finals, waiting = _chosen_cells(plan, store)
+            queued = {c.run_id for c in todo}
+            todo += [c for c in store.pending(finals, retry_failed=retry_failed, force=force) if c.run_id not in queued]
+            planned = plan.final_count()
+            summary = RunSummary(store_path=path, planned=planned, already_done=planned - len(todo) - waiting)
+            observer.suite_started(suite, planned, summary.already_done, len(todo) + waiting)
             driver = _Driver(store, built, observer, summary, cache, retry_failed, force, oom_retry, started)
+            driver.features_dir = Path(results_dir) / "features"
             try:
                 with _Interrupts() as interrupts:
                     driver.interrupts = interrupts
                     driver.run(todo)
+                    if not driver.stopping and waiting:
+                        # The sweeps are in: each tuned arm now runs its chosen point on every seed.
+                        ran = {c.run_id for c in todo}
+                        finals = [c for c in _chosen_cells(plan, store, driver)[0] if c.run_id not in ran]
+                        driver.run(store.pending(finals, retry_failed=retry_failed, force=force))
             finally:
                 built.close()  # children are gone before claims are given back
                 driver.close()
@@ -137,6 +149,39 @@ def run_suite(
             built.close()
     summary.wall_s = time.time() - started
     return summary
+
+
+def _chosen_cells(plan: Any, store: ResultStore, driver: _Driver | None = None) -> tuple[list[RunSpec], int]:
+    """Each tuned arm's chosen point on every seed, for the arms whose sweep has finished,
+    and how many final cells still wait for a sweep.
+
+    The choice reads the validation accuracy of the sweep's runs and nothing else. An arm whose
+    every configuration failed gets its final cells recorded as failed (by ``driver``, when given)
+    with the reason, so the suite ends with an exit status that says so.
+    """
+    cells: list[RunSpec] = []
+    waiting = 0
+    for arm in plan.arms:
+        val_accs: list[list[float | None]] = []
+        finished = True
+        for point in arm.cells:
+            per_seed: list[float | None] = []
+            for cell in point:
+                if cell.seed not in arm.tuning_seeds:
+                    continue
+                result = store.result(cell.run_id)
+                if result is None:
+                    finished = False
+                per_seed.append(result.val_acc if result is not None and result.status == STATUS_DONE else None)
+            val_accs.append(per_seed)
+        chosen = choose(val_accs)
+        if chosen is not None and finished:
+            cells.extend(arm.final_cells(chosen))
+        elif finished and driver is not None:
+            driver.fail_arm(arm, f"every configuration of the sweep failed ({len(arm.points)} tried)")
+        else:
+            waiting += sum(c.seed not in arm.tuning_seeds for c in arm.cells[0])
+    return cells, waiting
 
 
 class _Interrupts:
@@ -168,6 +213,7 @@ class _Driver:
                  cache: Path, retry_failed: bool, force: bool, oom_retry: int = 0, started: float | None = None):
         self.store, self.executor, self.observer, self.summary = store, executor, observer, summary
         self.cache = cache
+        self.features_dir: Path | None = None
         self.allow = tuple(s for s, on in ((STATUS_FAILED, retry_failed or force), (STATUS_DONE, force)) if on)
         self.owner = owner_id()
         self.started = started if started is not None else time.time()
@@ -176,6 +222,9 @@ class _Driver:
         self.interrupts = _Interrupts()
         self.oom_retry = oom_retry
         self.oom_tries: dict[str, int] = {}
+        # Pretrain stages already settled by an earlier round of this driver (sweeps, then finals).
+        self.stages_ready: set[str] = set()
+        self.failed_stages: dict[str, str] = {}
 
     def close(self) -> None:
         """Give back whatever claims are still held (abandoned, or left by an error)."""
@@ -187,13 +236,16 @@ class _Driver:
             retire_owner(self.owner)
 
     def run(self, todo: list[RunSpec]) -> None:
-        stages = {spec.pretrain["key"]: spec.pretrain for spec in todo if spec.pretrain}
-        failed_stages: dict[str, str] = {}
+        stages = {spec.pretrain["key"]: spec.pretrain for spec in todo
+                  if spec.pretrain and spec.pretrain["key"] not in self.stages_ready}
+        failed_stages = self.failed_stages
         if stages:
             jobs = [self._pretrain_job(stage) for stage in stages.values()]
             for outcome in self._schedule(jobs):
                 if outcome.error:
                     failed_stages[outcome.job.key] = outcome.error
+                else:
+                    self.stages_ready.add(outcome.job.key)
         if self.stopping:
             self.summary.interrupted = True
             return
@@ -210,6 +262,15 @@ class _Driver:
             pass
         self.summary.interrupted = self.stopping
 
+    def fail_arm(self, arm: Any, reason: str) -> None:
+        """Record the final cells of an arm that cannot run as failed, with ``reason``."""
+        for spec in arm.final_cells(0):
+            if spec.seed in arm.tuning_seeds:
+                continue  # the sweep's own runs already carry their failures
+            job = self._cell_job(spec)
+            if self._claim(job):
+                self._record(spec, RunResult.failure(spec.run_id, reason), Outcome(job, error=reason))
+
     def _pretrain_job(self, stage: dict[str, Any]) -> Job:
         payload = {"pretrain": stage, "cache_dir": str(self.cache), "device": self._device()}
         timeout = stage["config"]["training"].get("timeout")
@@ -223,6 +284,8 @@ class _Driver:
         self.specs[spec.run_id] = spec
         label = f"{spec.backbone} {spec.strategy_label} {spec.dataset_name}@{spec.size} seed {spec.seed}"
         payload = {"spec": spec.to_json(), "cache_dir": str(self.cache)}
+        if self.features_dir is not None:
+            payload["features_dir"] = str(self.features_dir)
         return Job("run", spec.run_id, label, payload, hard_timeout(spec.training))
 
     def _claim(self, job: Job) -> bool:

@@ -29,6 +29,9 @@ from bench.records import (
     RunSpec,
 )
 
+# Details of a run the report reads as columns of ``frame()``.
+DETAIL_COLUMNS = ("probe_l2", "logme")
+
 # A claim not refreshed for this long is presumed dead even when its owner is on another host.
 STALE_CLAIM_S = 15 * 60
 
@@ -82,7 +85,15 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 # file stands, so an old results file keeps opening after the schema grows.
 _SCHEMA_V2 = "ALTER TABLE runs ADD COLUMN notes TEXT"
 
-_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2)
+# Run health flags, strategy details (the probe's sweep), and the tuning arm and grid point.
+_SCHEMA_V3 = """
+ALTER TABLE runs ADD COLUMN flags TEXT;
+ALTER TABLE runs ADD COLUMN details TEXT;
+ALTER TABLE runs ADD COLUMN arm TEXT;
+ALTER TABLE runs ADD COLUMN tuned TEXT
+"""
+
+_MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
@@ -318,9 +329,9 @@ class ResultStore:
             else:
                 self._db.execute(
                     """INSERT INTO runs (run_id, suite, backbone, weights, dataset, size, strategy,
-                        strategy_label, strategy_params, seed, status, training_version, spec,
+                        strategy_label, strategy_params, seed, arm, tuned, status, training_version, spec,
                         attempts, claimed_by, claimed_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)""",
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)""",
                     (*self._spec_columns(spec), STATUS_RUNNING, spec.training_version, spec.to_json(), owner, now),
                 )
         return True
@@ -374,6 +385,7 @@ class ResultStore:
         return (
             spec.run_id, spec.suite, spec.backbone, spec.weights, spec.dataset_name, spec.size,
             spec.strategy, spec.strategy_label, json.dumps(spec.strategy_params, sort_keys=True), spec.seed,
+            spec.arm, json.dumps(spec.tuned, sort_keys=True),
         )
 
     def write(self, spec: RunSpec, result: RunResult) -> None:
@@ -385,20 +397,21 @@ class ResultStore:
         with self._write():
             self._db.execute(
                 """INSERT INTO runs (run_id, suite, backbone, weights, dataset, size, strategy,
-                        strategy_label, strategy_params, seed, status, training_version, spec, attempts)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
+                        strategy_label, strategy_params, seed, arm, tuned, status, training_version, spec, attempts)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
                     ON CONFLICT(run_id) DO NOTHING""",
                 (*self._spec_columns(spec), result.status, spec.training_version, spec.to_json()),
             )
             self._db.execute(
                 f"""UPDATE runs SET status = ?, {", ".join(f"{c} = ?" for c in _RESULT_COLUMNS)},
-                        versions = ?, train_indices = ?, val_indices = ?, notes = ?, claimed_by = NULL,
-                        claimed_at = NULL, written_at = ?
+                        versions = ?, train_indices = ?, val_indices = ?, notes = ?, flags = ?, details = ?,
+                        arm = ?, tuned = ?, claimed_by = NULL, claimed_at = NULL, written_at = ?
                     WHERE run_id = ?""",
                 (
                     result.status, *values, json.dumps(result.versions, sort_keys=True),
                     json.dumps(result.train_indices), json.dumps(result.val_indices), json.dumps(result.notes),
-                    now, spec.run_id,
+                    ",".join(result.flags), json.dumps(result.details, sort_keys=True),
+                    spec.arm, json.dumps(spec.tuned, sort_keys=True), now, spec.run_id,
                 ),
             )
             self._db.execute("DELETE FROM epochs WHERE run_id = ?", (spec.run_id,))
@@ -443,7 +456,9 @@ class ResultStore:
         return RunResult(
             run_id=run_id, status=row["status"], versions=json.loads(row["versions"] or "{}"),
             epochs=epochs, train_indices=json.loads(row["train_indices"] or "[]"),
-            val_indices=json.loads(row["val_indices"] or "[]"), notes=json.loads(row["notes"] or "[]"), **fields,
+            val_indices=json.loads(row["val_indices"] or "[]"), notes=json.loads(row["notes"] or "[]"),
+            flags=[f for f in (row["flags"] or "").split(",") if f], details=json.loads(row["details"] or "{}"),
+            **fields,
         )
 
     def frame(self, *, include_running: bool = False):
@@ -460,6 +475,13 @@ class ResultStore:
             )
         frame = frame.drop(columns=["spec", "train_indices", "val_indices", "claimed_by", "claimed_at"])
         frame["size_order"] = frame["size"].map(_size_order)
+        frame["flags"] = frame["flags"].fillna("")
+        frame["arm"] = frame["arm"].fillna("")
+        frame["tuned"] = frame["tuned"].fillna("{}")
+        details = frame.pop("details").map(lambda text: json.loads(text) if text else {})
+        # The few details the report reads become columns; the rest stay in the .db.
+        for key in DETAIL_COLUMNS:
+            frame[key] = details.map(lambda d, key=key: d.get(key)).astype(float)
         return frame
 
     def epochs_frame(self):

@@ -9,6 +9,7 @@ the modules that must stay in eval mode. Everything not in a group is frozen: it
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -51,6 +52,11 @@ class Strategy:
     summary: ClassVar[str]
     parameters: ClassVar[dict[str, tuple[type, Any]]] = {}  # name -> (type, default)
     uses_pretrained: ClassVar[bool] = True
+    # Parameters left out of a cell (and so of its label) when they hold their default: a
+    # variant added later must not rename every existing result.
+    quiet_defaults: ClassVar[frozenset[str]] = frozenset()
+    # Pretrained features deserve a gentler rate than a fresh head; random ones do not.
+    scales_backbone_lr: ClassVar[bool] = True
 
     def skip(self, weights: str) -> str | None:
         """A reason this strategy cannot use these weights, or None."""
@@ -68,15 +74,40 @@ class Strategy:
         for key, (kind, default) in self.parameters.items():
             values = given.get(key, default)
             values = values if isinstance(values, list) else [values]
+            checked = []
             for value in values:
+                if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                    value = float(value)
                 if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
                     raise StrategyParamError(f"strategy {self.name!r}: {key}={value!r} should be {kind.__name__}")
                 self.check_param(key, value)
-            axes.append([(key, v) for v in values])
-        return [dict(combo) for combo in itertools.product(*axes)]
+                checked.append(value)
+            axes.append([(key, v) for v in checked])
+        combos = [dict(combo) for combo in itertools.product(*axes)]
+        return [
+            {k: v for k, v in combo.items() if not (k in self.quiet_defaults and v == self.parameters[k][1])}
+            for combo in combos
+        ]
 
     def check_param(self, key: str, value: Any) -> None:
         """Reject a parameter value outside its range."""
+
+    def fits_linear_probe(self, params: dict[str, Any]) -> bool:
+        """Whether the run is a logistic regression on fixed features rather than a training loop."""
+        return False
+
+    def trains_on_features(self, params: dict[str, Any]) -> bool:
+        """Whether only the head trains, so its minibatch loop can run on features extracted once."""
+        return False
+
+    def adjust_training(self, training: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        """The training settings this strategy runs with, given the suite's."""
+        return training
+
+    def tunes(self, key: str, params: dict[str, Any]) -> bool:
+        """Whether training setting ``key`` changes what this strategy learns, so a grid over it is worth running."""
+        # A probe sweeps its own L2 strength; no training-loop setting reaches it.
+        return not self.fits_linear_probe(params)
 
     def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
         """(head parameter names, backbone parameter names) this strategy trains."""
@@ -98,7 +129,7 @@ class Strategy:
             param.requires_grad_(name in train)
         groups = [{"name": "head", "params": [named[n] for n in head_names], "lr": lr}]
         if body_names:
-            body_lr = lr if self.name == "scratch" else lr * backbone_lr_scale
+            body_lr = lr * backbone_lr_scale if self.scales_backbone_lr else lr
             groups.append({"name": "backbone", "params": [named[n] for n in body_names], "lr": body_lr})
         # A frozen BatchNorm must not update its running statistics either, or the
         # "frozen" features would drift with the target data.
@@ -120,6 +151,29 @@ class Scratch(Strategy):
     name = "scratch"
     summary = "random init, everything trained: the baseline every verdict is against"
     uses_pretrained = False
+    scales_backbone_lr = False
+    # budget=N trains N times the schedule every arm gets (epochs, min_steps and any time budget):
+    # He et al. (2019) found equal-epoch comparisons biased against scratch, which needs longer.
+    parameters = {"budget": (float, 1.0)}
+    quiet_defaults = frozenset({"budget"})
+
+    def check_param(self, key: str, value: Any) -> None:
+        if value <= 0:
+            raise StrategyParamError(f"strategy 'scratch': budget={value} must be positive")
+
+    def adjust_training(self, training: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        budget = params.get("budget", 1.0)
+        if budget == 1.0:
+            return training
+        scaled = {**training, "epochs": max(1, math.ceil(training["epochs"] * budget))}
+        for key in ("min_steps", "time_budget"):
+            if training.get(key):
+                scaled[key] = training[key] * budget if key == "time_budget" else math.ceil(training[key] * budget)
+        return scaled
+
+    def tunes(self, key: str, params: dict[str, Any]) -> bool:
+        # Scratch trains its whole model at one rate; the backbone scale never applies.
+        return key != "backbone_lr_scale"
 
     def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
         return list(backbone.head), _all_body(backbone)
@@ -127,7 +181,23 @@ class Scratch(Strategy):
 
 class Frozen(Strategy):
     name = "frozen"
-    summary = "linear probe: pretrained backbone frozen (BatchNorm in eval mode), new head trained"
+    summary = (
+        "linear probe: pretrained backbone frozen, a logistic-regression head fitted to convergence on its "
+        "features with the L2 strength chosen on validation (head=sgd: a minibatch-trained head)"
+    )
+    parameters = {"head": (str, "logistic")}
+    quiet_defaults = frozenset({"head"})
+    HEADS = ("logistic", "sgd")
+
+    def check_param(self, key: str, value: Any) -> None:
+        if value not in self.HEADS:
+            raise StrategyParamError(f"strategy 'frozen': head={value!r} must be one of {', '.join(self.HEADS)}")
+
+    def fits_linear_probe(self, params: dict[str, Any]) -> bool:
+        return params.get("head", "logistic") == "logistic"
+
+    def trains_on_features(self, params: dict[str, Any]) -> bool:
+        return True
 
     def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
         return list(backbone.head), []

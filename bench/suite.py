@@ -8,9 +8,9 @@ hashed from everything that can change its result.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import SuiteError
-from bench.records import TRAINING_VERSION, RunSpec, strategy_label
+from bench.tuning import DEFAULT_GRID, LR_FACTOR, TunedArm, grid_points
+from bench.records import TRAINING_VERSION, RunSpec, content_hash, strategy_label
 
 MAX_SEEDS = 10_000
 SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -49,7 +50,9 @@ class TrainingConfig(_Strict):
     """How each run trains; every field has a default so a short suite is valid."""
 
     epochs: int = Field(10, ge=1)
-    min_steps: int | None = Field(None, ge=1, description="small subsets train for more epochs to reach this many steps")
+    min_steps: int | None = Field(
+        200, ge=1, description="small subsets train for more epochs to reach this many optimizer steps"
+    )
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int | None = Field(None, ge=1)
     image_size: int | None = Field(None, ge=8, description="None: the backbone's pretrained input size")
@@ -163,6 +166,62 @@ class StrategyConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class TuningConfig(_Strict):
+    """The sweep every arm gets: a grid per strategy (or for all), chosen on validation."""
+
+    enabled: bool = True
+    seeds: list[int] | None = Field(None, description="seeds the sweep runs on; default: the suite's first seed")
+    grid: dict[str, dict[str, list[Any]]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_GRID.items()},
+        description="strategy name (or 'all') -> training key (or lr_factor) -> values to try",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _on_off(cls, data: Any) -> Any:
+        # YAML reads `tuning: off` as False.
+        if isinstance(data, bool):
+            return {"enabled": data}
+        return data
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, grid: dict[str, dict[str, list[Any]]]) -> dict[str, dict[str, list[Any]]]:
+        tunable = [k for k in TrainingConfig.model_fields if k not in _NOT_IN_ID] + [LR_FACTOR]
+        for strategy, keys in grid.items():
+            for key, values in keys.items():
+                if key not in tunable:
+                    hint = _did_you_mean(key, tunable)
+                    raise ValueError(f"{strategy}.{key}: not a training setting{hint}; tunable: {', '.join(tunable)}")
+                if not isinstance(values, list) or not values:
+                    raise ValueError(f"{strategy}.{key}: give a non-empty list of values to try")
+                if key == LR_FACTOR:
+                    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in values):
+                        raise ValueError(f"{strategy}.{key}: factors must be positive numbers, got {values}")
+                    continue
+                for value in values:
+                    try:
+                        TrainingConfig.model_validate({key: value})
+                    except ValidationError as exc:
+                        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                        raise ValueError(f"{strategy}.{key}: {value!r}: {message}") from None
+        return grid
+
+    def grid_for(self, strategy: str) -> dict[str, list[Any]]:
+        """The grid of one strategy: its own entries over those for all."""
+        if not self.enabled:
+            return {}
+        return {**self.grid.get("all", {}), **self.grid.get(strategy, {})}
+
+
+class VerdictConfig(_Strict):
+    """What the verdict needs before it calls a winner."""
+
+    min_effect: float = Field(
+        0.01, ge=0, lt=1, description="smallest difference in accuracy (0.01 = 1 point) worth a call"
+    )
+
+
 class Suite(_Strict):
     """A whole benchmark: what to cross, how to train, where to run."""
 
@@ -176,6 +235,8 @@ class Suite(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     pretrain: dict[str, PretrainConfig] = Field(default_factory=dict)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+    verdict: VerdictConfig = Field(default_factory=VerdictConfig)
     device: str = "auto"
     executor: Literal["local", "inprocess", "gpus", "ray"] = "local"
     source: str | None = Field(None, exclude=True)
@@ -230,15 +291,17 @@ class Suite(_Strict):
     # -- expansion ------------------------------------------------------------------------
 
     def expand(self) -> list[RunSpec]:
-        """Every cell of the matrix, in a stable order; pairings a strategy skips are left out."""
-        return self.plan().cells
+        """Every cell that can run before any choice is made: untuned arms and every sweep."""
+        return self.plan().runnable
 
     def plan(self) -> Plan:
-        """Cells plus the pairings left out, each with its reason."""
+        """Cells, tuned arms (each with its grid) and the pairings left out, each with its reason."""
         from bench.strategies import get_strategy
 
         cells: dict[str, RunSpec] = {}
+        arms: list[TunedArm] = []
         skipped: list[tuple[str, str]] = []
+        tuning_seeds = self.tuning_seeds
         for backbone in self.backbones:
             for weights in backbone.weights:
                 for dataset in self.datasets:
@@ -247,27 +310,59 @@ class Suite(_Strict):
                             strategy = get_strategy(strategy_config.name)
                             for params in strategy.expand_params(strategy_config.params):
                                 cell_weights = weights if strategy.uses_pretrained else "none"
+                                label = strategy_label(strategy.name, params)
                                 reason = strategy.skip(cell_weights)
                                 if reason:
-                                    skipped.append((f"{backbone.name} {weights} {strategy_label(strategy.name, params)}", reason))
+                                    skipped.append((f"{backbone.name} {weights} {label}", reason))
                                     continue
-                                for seed in self.seeds:
-                                    spec = self._cell(backbone, cell_weights, dataset, size, strategy.name, params, seed)
-                                    cells.setdefault(spec.run_id, spec)
-        return Plan(cells=list(cells.values()), skipped=list(dict.fromkeys(skipped)))
+                                grid = {k: v for k, v in self.tuning.grid_for(strategy.name).items()
+                                        if strategy.tunes("lr" if k == LR_FACTOR else k, params)}
+                                points = grid_points(grid)
+                                base = (backbone, cell_weights, dataset, size, strategy.name, params)
+                                if len(points) <= 1:
+                                    for seed in self.seeds:
+                                        spec = self._cell(*base, seed, points[0] if points else {})
+                                        # One configuration is nothing to choose between.
+                                        cells.setdefault(spec.run_id, dataclasses.replace(spec, arm=""))
+                                    continue
+                                by_point = [[self._cell(*base, seed, point) for seed in self.seeds] for point in points]
+                                arm_id = by_point[0][0].arm
+                                if any(a.arm == arm_id for a in arms):
+                                    continue  # the same arm listed twice in the suite
+                                arms.append(TunedArm(
+                                    arm=arm_id, label=f"{backbone.label or backbone.name} {label} "
+                                    f"{dataset.display_name}@{size}",
+                                    points=[c[0].tuned for c in by_point], cells=by_point, tuning_seeds=tuning_seeds,
+                                ))
+        return Plan(cells=list(cells.values()), arms=arms, skipped=list(dict.fromkeys(skipped)))
+
+    @property
+    def tuning_seeds(self) -> list[int]:
+        return list(self.tuning.seeds) if self.tuning.seeds else self.seeds[:1]
 
     def _cell(
         self, backbone: BackboneConfig, weights: str, dataset: DatasetConfig, size: Any,
-        strategy: str, params: dict[str, Any], seed: int,
+        strategy: str, params: dict[str, Any], seed: int, point: dict[str, Any],
     ) -> RunSpec:
         training = self.training.model_dump()
-        training["lr"] = self.training.lr_for(strategy)
+        base_lr = self.training.lr_for(strategy)
+        training["lr"] = base_lr
+        tuned: dict[str, Any] = {}
+        for key, value in point.items():
+            if key == LR_FACTOR:
+                training["lr"] = tuned["lr"] = base_lr * value
+            else:
+                training[key] = tuned[key] = value
+        from bench.strategies import get_strategy
+
+        training = get_strategy(strategy).adjust_training(training, params)
         pretrain = self._pretrain_for(backbone.name, weights)
         data = dataset.model_dump()
         data["label"] = dataset.display_name
+        weights_id = _weights_identity(weights, pretrain)
         identity = {
             "backbone": backbone.name,
-            "weights": _weights_identity(weights, pretrain),
+            "weights": weights_id,
             "dataset": dataset.data_identity(),
             "size": str(size),
             "strategy": strategy,
@@ -276,6 +371,10 @@ class Suite(_Strict):
             "training": {k: v for k, v in training.items() if k not in _NOT_IN_ID},
             "training_version": TRAINING_VERSION,
         }
+        # The arm is the cell without its seed and grid point: what the sweep chooses within.
+        arm_identity = {**identity, "seed": None, "training": {
+            k: v for k, v in training.items() if k not in _NOT_IN_ID and k not in tuned
+        }}
         return RunSpec(
             run_id=content_hash(identity),
             suite=self.name,
@@ -290,6 +389,9 @@ class Suite(_Strict):
             device=self.device,
             pretrain=pretrain,
             model=backbone.name,
+            weights_identity=weights_id,
+            arm=content_hash(arm_identity) if point else "",
+            tuned=tuned,
         )
 
     def _pretrain_for(self, backbone: str, weights: str) -> dict[str, Any] | None:
@@ -318,10 +420,23 @@ class Suite(_Strict):
 
 @dataclass(frozen=True)
 class Plan:
-    """The expanded matrix and the pairings skipped on purpose."""
+    """The expanded matrix: cells of single-configuration arms, tuned arms, and pairings skipped on purpose."""
 
     cells: list[RunSpec]
+    arms: list[TunedArm]
     skipped: list[tuple[str, str]]
+
+    @property
+    def runnable(self) -> list[RunSpec]:
+        """Cells that need no choice first: the fixed cells and every sweep cell."""
+        sweeps = {c.run_id: c for arm in self.arms for c in arm.sweep_cells()}
+        fixed = {c.run_id: c for c in self.cells}
+        return list(fixed.values()) + [c for rid, c in sweeps.items() if rid not in fixed]
+
+    def final_count(self) -> int:
+        """Cells once every sweep has chosen: the fixed cells, the sweeps and each arm's chosen point on every seed."""
+        extra = sum(len({c.seed for c in arm.cells[0]} - set(arm.tuning_seeds)) for arm in self.arms)
+        return len(self.runnable) + extra
 
 
 def _strategy_entry(entry: Any) -> Any:
@@ -352,12 +467,6 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def content_hash(value: Any) -> str:
-    """A short stable id for a JSON-able value: key order and float spelling don't matter."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # -- loading ------------------------------------------------------------------------------
@@ -465,6 +574,12 @@ def _check_registries(suite: Suite, file: str | None) -> None:
             get_strategy(config.name).expand_params(config.params)
         except (KeyError, StrategyParamError) as exc:
             raise SuiteError(exc.args[0], file=file, field=f"strategies.{i}") from None
+    for key in suite.tuning.grid:
+        if key != "all":
+            try:
+                get_strategy(key)
+            except KeyError as exc:
+                raise SuiteError(f"{exc.args[0]}; or 'all'", file=file, field=f"tuning.grid.{key}") from None
     known = list_datasets()
     stages = [(f"datasets.{i}", d) for i, d in enumerate(suite.datasets)]
     stages += [(f"pretrain.{n}.dataset", p.dataset) for n, p in suite.pretrain.items()]

@@ -10,9 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import platform
-import random
-import resource
 import time
 import traceback
 from collections.abc import Callable
@@ -26,8 +23,10 @@ import torch
 from torch import nn
 
 from bench.backbones import Backbone, build_backbone, count_parameters
+from bench.device import autocast, library_versions, peak_memory_mb, resolve_device, seed_everything
 from bench.data import ImageDataset, load_dataset, make_loader, select_subset
 from bench.errors import BenchError
+from bench.health import NOT_CONVERGED, run_flags
 from bench.records import STATUS_DONE, EpochRecord, RunResult, RunSpec
 from bench.strategies import StrategyPlan, get_strategy
 
@@ -39,13 +38,24 @@ class TrainingFailed(BenchError):
     """The run itself went wrong: NaN loss, a frozen weight moved, no metrics."""
 
 
+STOP_PATIENCE = "patience"
+STOP_BUDGET = "time budget"
+# Validating after every one-step epoch of a tiny subset would cost more than training it; a
+# run validates at most this many times, evenly spread, and always at its last epoch.
+MAX_VALIDATIONS = 40
+
+
 @dataclass
 class FitOutcome:
     epochs: list[EpochRecord]
     best_val_acc: float | None
     train_s: float
     images_seen: int
-    stopped_early: bool
+    stopped_by: str | None = None  # STOP_PATIENCE, STOP_BUDGET, or None for the full schedule
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.stopped_by is not None
 
     def then(self, later: FitOutcome) -> FitOutcome:
         """This phase followed by ``later``: curves joined, epochs renumbered, times added."""
@@ -54,7 +64,7 @@ class FitOutcome:
         # The last phase's weights are what gets tested, so its best validation is the one reported.
         best = later.best_val_acc if later.best_val_acc is not None else self.best_val_acc
         return FitOutcome(self.epochs + shifted, best, self.train_s + later.train_s,
-                          self.images_seen + later.images_seen, later.stopped_early)
+                          self.images_seen + later.images_seen, later.stopped_by)
 
 
 def _shifted(on_epoch: EpochCallback | None, offset: int, later: int) -> EpochCallback | None:
@@ -62,48 +72,6 @@ def _shifted(on_epoch: EpochCallback | None, offset: int, later: int) -> EpochCa
     if on_epoch is None:
         return None
     return lambda record, total: on_epoch(dataclasses.replace(record, epoch=record.epoch + offset), offset + total + later)
-
-
-def resolve_device(requested: str) -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU; a named device must exist."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"device {requested!r} asked for, but CUDA is not available here")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def library_versions(device: torch.device) -> dict[str, str]:
-    """What a number depends on besides the cell: libraries and hardware."""
-    import timm
-    import torchvision
-
-    versions = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "timm": timm.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(terse=True),
-    }
-    if device.type == "cuda":
-        versions["cuda"] = str(torch.version.cuda)
-        versions["cudnn"] = str(torch.backends.cudnn.version())
-        versions["gpu"] = torch.cuda.get_device_name(device)
-    else:
-        versions["cpu"] = platform.processor() or platform.machine()
-    return versions
 
 
 @lru_cache(maxsize=4)
@@ -145,12 +113,6 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return factor
 
 
-def autocast(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
-
-
 @torch.no_grad()
 def predict(model: nn.Module, loader, device: torch.device, amp: bool) -> tuple[np.ndarray, np.ndarray]:
     """Predicted and true labels over a loader, model in eval mode."""
@@ -182,6 +144,7 @@ def fit(
     # lengthens small runs so a learning curve measures data rather than training time.
     min_steps = training.get("min_steps") or 0
     epochs = max(training["epochs"], math.ceil(min_steps / steps_per_epoch))
+    validate_every = max(1, math.ceil(epochs / MAX_VALIDATIONS))
     optimizer = build_optimizer(plan, training)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(epochs * steps_per_epoch, int(training["warmup_epochs"] * steps_per_epoch))
@@ -190,7 +153,7 @@ def fit(
     amp, budget, patience = training["amp"], training.get("time_budget"), training.get("patience")
     history: list[EpochRecord] = []
     best_acc, best_state, since_best = None, None, 0
-    images_seen, train_s, stopped_early, step = 0, 0.0, False, 0
+    images_seen, train_s, stopped_by, step = 0, 0.0, None, 0
     for epoch in range(1, epochs + 1):
         model.train()
         for module in plan.eval_modules:
@@ -214,7 +177,7 @@ def fit(
             correct += (logits.argmax(dim=1) == labels).sum()
             seen += batch
             if budget is not None and train_s + time.perf_counter() - started > budget:
-                stopped_early = True
+                stopped_by = STOP_BUDGET
                 break
         if not math.isfinite(loss_sum.item()):
             raise TrainingFailed(f"loss became non-finite during epoch {epoch}")
@@ -222,7 +185,8 @@ def fit(
         train_s += epoch_s
         images_seen += seen
         val_acc = None
-        if val_loader is not None and val_loader.num_samples:
+        last = epoch == epochs or stopped_by is not None
+        if val_loader is not None and val_loader.num_samples and (epoch % validate_every == 0 or last):
             predicted, truth = predict(model, val_loader, device, amp)
             val_acc = float((predicted == truth).mean())
         record = EpochRecord(
@@ -238,12 +202,14 @@ def fit(
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 since_best += 1
-        if stopped_early or (patience is not None and since_best >= patience and step >= min_steps):
-            stopped_early = True
+        # Patience counts validations, so a run validated every few epochs waits as many checks.
+        if stopped_by is None and patience is not None and since_best >= patience and step >= min_steps:
+            stopped_by = STOP_PATIENCE
+        if stopped_by is not None:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    return FitOutcome(history, best_acc, train_s, images_seen, stopped_early)
+    return FitOutcome(history, best_acc, train_s, images_seen, stopped_by)
 
 
 def snapshot_frozen(model: nn.Module, plan: StrategyPlan) -> dict[str, torch.Tensor]:
@@ -277,12 +243,19 @@ def prepare(
     return backbone, int(image_size)
 
 
-def run(spec: RunSpec, *, weights_file: str | Path | None = None, on_epoch: EpochCallback | None = None) -> RunResult:
-    """Train and evaluate one cell. Known failures come back as a failed result, never raised."""
+def run(
+    spec: RunSpec, *, weights_file: str | Path | None = None, on_epoch: EpochCallback | None = None,
+    features_dir: str | Path | None = None,
+) -> RunResult:
+    """Train and evaluate one cell. Known failures come back as a failed result, never raised.
+
+    ``features_dir`` is where a linear probe keeps the backbone features it extracts, shared by
+    every cell that probes the same weights on the same images; None keeps them in memory only.
+    """
     started_at = time.time()
     result = RunResult(run_id=spec.run_id, status="failed", started_at=started_at, batch_size=spec.training["batch_size"])
     try:
-        _run_into(spec, result, weights_file, on_epoch)
+        _run_into(spec, result, weights_file, on_epoch, features_dir)
         missing = [m for m in ("test_acc", "test_balanced_acc", "test_macro_f1") if getattr(result, m) is None]
         if missing:
             raise TrainingFailed(f"run ended without {', '.join(missing)}")
@@ -302,7 +275,7 @@ def run(spec: RunSpec, *, weights_file: str | Path | None = None, on_epoch: Epoc
     return result
 
 
-def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch) -> None:
+def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch, features_dir) -> None:
     device = resolve_device(spec.device)
     result.device = str(device) if device.type != "cuda" else torch.cuda.get_device_name(device)
     result.versions = library_versions(device)
@@ -322,8 +295,11 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch) -> None:
     if device.type == "cuda" and training.get("channels_last", True):
         model = model.to(memory_format=torch.channels_last)
     result.total_params = count_parameters(model)
+    if strategy.fits_linear_probe(spec.strategy_params):
+        _probe_into(spec, result, dataset, subset, backbone, image_size, device, features_dir, on_epoch)
+        return
 
-    frozen_fast_path = spec.strategy == "frozen" and training.get("feature_cache", True)
+    frozen_fast_path = strategy.trains_on_features(spec.strategy_params) and training.get("feature_cache", True)
     train_loader, val_loader, test_loader = make_loaders(
         dataset, subset.train, subset.val, backbone, training, image_size, device, spec.seed,
         augment="none" if frozen_fast_path else training["augment"],
@@ -332,7 +308,7 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch) -> None:
     phases = strategy.phases(backbone, spec.strategy_params, lr=training["lr"],
                              backbone_lr_scale=training["backbone_lr_scale"], epochs=training["epochs"])
     trained: dict[int, int] = {}
-    outcome = FitOutcome([], None, 0.0, 0, False)
+    outcome = FitOutcome([], None, 0.0, 0)
     for index, phase in enumerate(phases):
         later = sum(p.epochs for p in phases[index + 1:])
         plan = phase.make_plan()
@@ -357,11 +333,60 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch) -> None:
     result.epochs, result.val_acc = outcome.epochs, outcome.best_val_acc
     result.train_s, result.epochs_run, result.stopped_early = outcome.train_s, len(outcome.epochs), outcome.stopped_early
     result.images_per_s = outcome.images_seen / outcome.train_s if outcome.train_s > 0 else None
+    result.flags = run_flags(outcome.epochs, dataset.num_classes, len(subset.val),
+                             stopped_by_patience=outcome.stopped_by == STOP_PATIENCE)
 
     eval_started = time.perf_counter()
     predicted, truth = predict(model, test_loader, device, training["amp"])
     result.eval_s = time.perf_counter() - eval_started
     result.test_acc, result.test_balanced_acc, result.test_macro_f1 = classification_metrics(predicted, truth, dataset.num_classes)
+    result.peak_mem_mb = peak_memory_mb(device)
+
+
+def _probe_into(spec: RunSpec, result: RunResult, dataset: ImageDataset, subset, backbone: Backbone, image_size: int,
+                device: torch.device, features_dir, on_epoch: EpochCallback | None) -> None:
+    """The linear probe: cached features, an L2 sweep chosen on validation, test on the chosen fit."""
+    from bench.features import pool_features
+    from bench.probe import sweep_probe
+
+    training = spec.training
+    started = time.perf_counter()
+    data_identity = {k: v for k, v in spec.dataset.items() if k not in ("sizes", "label", "download")}
+    features = pool_features(
+        backbone.model, backbone.classifier, dataset, device=device, amp=training["amp"], image_size=image_size,
+        identity={"model": spec.model_name, "weights": spec.weights_identity or spec.weights, "dataset": data_identity},
+        mean=backbone.mean, std=backbone.std, cache_dir=features_dir, num_workers=training.get("num_workers", 0),
+    )
+    extract_s = time.perf_counter() - started
+    labels = torch.as_tensor(dataset.train_labels, device=device)
+    train_rows, val_rows = torch.as_tensor(subset.train, device=device), torch.as_tensor(subset.val, device=device)
+    probe = sweep_probe(features.rows(subset.train, device), labels[train_rows],
+                        features.rows(subset.val, device), labels[val_rows], dataset.num_classes)
+    train_s = time.perf_counter() - started
+    record = EpochRecord(epoch=1, train_loss=probe.train_loss, train_acc=probe.train_acc, val_acc=probe.val_acc,
+                         lr=0.0, seconds=train_s)
+    if on_epoch is not None:
+        on_epoch(record, 1)
+    result.epochs, result.val_acc, result.epochs_run = [record], probe.val_acc, 1
+    result.train_s = train_s
+    result.images_per_s = len(subset.train) / train_s if train_s > 0 else None
+    result.trainable_params = probe.weight.numel() + probe.bias.numel()
+    result.flags = run_flags([record], dataset.num_classes, len(subset.val), stopped_by_patience=False)
+    if not probe.converged:
+        result.flags.append(NOT_CONVERGED)
+    result.details = {
+        "probe_l2": probe.l2, "probe_path": probe.path, "features": features.key,
+        "features_cached": features.cached, "extract_s": extract_s,
+    }
+
+    eval_started = time.perf_counter()
+    # The classifier applied to its own input: the test features are exactly what it would see.
+    test_x = features.test_rows(device).to(probe.weight.dtype)
+    predicted = (test_x @ probe.weight.T + probe.bias).argmax(dim=1).cpu().numpy()
+    result.eval_s = time.perf_counter() - eval_started
+    result.test_acc, result.test_balanced_acc, result.test_macro_f1 = classification_metrics(
+        predicted, dataset.test_labels, dataset.num_classes
+    )
     result.peak_mem_mb = peak_memory_mb(device)
 
 
@@ -371,7 +396,7 @@ def make_loaders(
 ):
     """Train (shuffled, augmented), validation and fixed test loaders for one run."""
     common = dict(image_size=image_size, mean=backbone.mean, std=backbone.std, device=device,
-                  num_workers=training.get("num_workers", 0))
+                  num_workers=training.get("num_workers", 0), channels_last=training.get("channels_last", True))
     batch = training["batch_size"]
     eval_batch = training.get("eval_batch_size") or 2 * batch
     train_loader = make_loader(dataset, "train", train, batch_size=batch, augment=augment, shuffle=True, seed=seed,
@@ -419,10 +444,3 @@ def classification_metrics(predicted: np.ndarray, truth: np.ndarray, num_classes
     denominator = precision + recall
     f1 = np.divide(2 * precision * recall, denominator, out=np.zeros(num_classes), where=denominator > 0)
     return float(hits.sum() / truth.size), float(recall[present].mean()), float(f1[present].mean())
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak accelerator memory on CUDA, else the process's peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -15,6 +15,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 TINY_TRAINING: dict[str, Any] = {
     "epochs": 1,
+    # The default floor of optimizer steps would make every tiny run a long one.
+    "min_steps": 2,
     "batch_size": 16,
     "image_size": 16,
     "augment": "none",
@@ -38,6 +40,8 @@ def tiny_suite_dict(name: str = "tiny", **overrides: Any) -> dict[str, Any]:
         "strategies": ["scratch", "frozen", {"name": "partial", "k": 1}, "full"],
         "seeds": [0],
         "training": dict(TINY_TRAINING),
+        # One configuration per arm keeps a tiny suite tiny; the sweep has tests of its own.
+        "tuning": False,
         "device": "cpu",
     }
     suite.update(overrides)

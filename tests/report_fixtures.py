@@ -35,13 +35,22 @@ def run_rows(
     size: str = "10",
     weights: str = "pretrain:shapes",
     seeds: Iterable[int] | None = None,
+    val: Mapping[str, Iterable[float | None]] | None = None,
+    flags: Mapping[str, Iterable[str]] | None = None,
+    n_train: int = 0,
 ) -> list[dict]:
-    """Rows of a ``store.frame()``-like table: one per (strategy label, seed), None skips a seed."""
+    """Rows of a ``store.frame()``-like table: one per (strategy label, seed), None skips a seed.
+
+    Validation accuracy equals test accuracy unless ``val`` gives it per label; ``flags`` gives
+    a label's comma-separated health flags per seed ('' when healthy).
+    """
     rows = []
     for label, values in accs.items():
         name = label.split("[", 1)[0]
         values = list(values)
-        for seed, acc in zip(list(seeds) if seeds is not None else range(len(values)), values):
+        vals = list((val or {}).get(label, values))
+        marks = list((flags or {}).get(label, [""] * len(values)))
+        for seed, acc, v, mark in zip(list(seeds) if seeds is not None else range(len(values)), values, vals, marks):
             if acc is None:
                 continue
             rows.append({
@@ -49,7 +58,8 @@ def run_rows(
                 "backbone": backbone, "dataset": dataset, "size": size, "size_order": _size_order(size),
                 "strategy": name, "strategy_label": label,
                 "weights": "none" if name == "scratch" else weights,
-                "seed": seed, "status": "done", "test_acc": acc, "n_train": 0, "wall_s": 1.0,
+                "seed": seed, "status": "done", "test_acc": acc, "val_acc": v, "flags": mark,
+                "n_train": n_train, "wall_s": 1.0,
             })
     return rows
 

@@ -53,26 +53,28 @@ def test_check_end_to_end_prints_the_verdict_and_writes_the_report(image_folder,
     torch.save(build_backbone("test_resnet", "none", 5).model.state_dict(), weights)
     command = [
         sys.executable, "-m", "bench", "check", "--data", str(image_folder), "--backbone", "test_resnet",
-        "--weights", f"file:{weights}", "--sizes", "3,all", "--seeds", "2", "--epochs", "1", "--image-size", "16",
+        "--weights", f"file:{weights}", "--sizes", "3,all", "--seeds", "2", "--epochs", "1", "--min-steps", "3", "--image-size", "16",
         "--batch-size", "8", "--device", "cpu", "--executor", "inprocess",
         "--results-dir", str(tmp_path / "results"), "--reports-dir", str(tmp_path / "reports"),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
     assert done.returncode == 0, done.stderr[-2000:]
     assert "1 problem(s) in the data" in done.stderr and "broken.png" in done.stderr
-    assert "verdict" in done.stdout and "16 done, 0 failed" in done.stdout
+    # Three trained arms sweep three learning rates on seed 0 and rerun the chosen one on seed 1;
+    # the probe runs once per seed: (3 x (3 + 1) + 2) x 2 sizes.
+    assert "verdict" in done.stdout and "28 done, 0 failed" in done.stdout
     assert "no clear difference (n too small)" in done.stdout  # two seeds never make a call
     page = (tmp_path / "reports" / "check-my-photos" / "index.html").read_text()
     assert "Data problems" in page and "broken.png" in page, "the skipped image is named in the report"
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
-    assert again.returncode == 0 and "0 done, 0 failed, 16 already done" in again.stdout
+    assert again.returncode == 0 and "0 done, 0 failed, 28 already done" in again.stdout
 
 
 def test_check_offline_hub_weights_name_the_way_out(image_folder, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "bench", "check", "--data", str(image_folder), "--backbone", "test_resnet",
-         "--sizes", "3", "--seeds", "1", "--epochs", "1", "--image-size", "16", "--device", "cpu",
+         "--sizes", "3", "--seeds", "1", "--epochs", "1", "--min-steps", "3", "--no-tuning", "--image-size", "16", "--device", "cpu",
          "--executor", "inprocess", "--results-dir", str(tmp_path / "r"), "--reports-dir", str(tmp_path / "p")],
         capture_output=True, text=True, timeout=600, env=_env(),
     )

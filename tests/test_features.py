@@ -36,7 +36,8 @@ def test_feature_loader_reshuffles_per_epoch_reproducibly():
 
 
 def _frozen_cell(feature_cache: bool) -> RunSpec:
-    raw = tiny_suite_dict(strategies=["frozen"], datasets=[{"name": "digits", "sizes": [5]}])
+    """A frozen cell whose head trains by minibatches, on cached features or through the model."""
+    raw = tiny_suite_dict(strategies=[{"name": "frozen", "head": "sgd"}], datasets=[{"name": "digits", "sizes": [5]}])
     raw["training"] = {**raw["training"], "epochs": 3, "feature_cache": feature_cache}
     return suite_from_dict(raw).expand()[0]
 

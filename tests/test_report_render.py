@@ -17,8 +17,16 @@ from tests.report_fixtures import FAILED_ERROR, SIZES, STRATEGIES, build_store, 
 from bench.errors import ReportError
 from bench.records import RunResult, RunSpec
 from bench.report import Report, render_report
-from bench.report.plots import PLOT_NAMES, learning_curve, pareto_mask, strategy_palette
+from bench.report.plots import (
+    PLOT_NAMES,
+    learning_curve,
+    pareto_mask,
+    performance_profile,
+    profile_steps,
+    strategy_palette,
+)
 from bench.report.render import markdown_table
+from bench.report.verdict import cell_gains, crossovers
 from bench.report.tables import (
     cost_table,
     failed_table,
@@ -65,8 +73,12 @@ def test_all_files_exist(rendered) -> None:
     for name in PLOT_NAMES:
         assert (out / "plots" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
         assert "<svg" in (out / "plots" / f"{name}.svg").read_text(encoding="utf-8")[:2000]
-    for name in ("verdict", "crossover", "results", "cost", "failed", "environment", "versions", "runs"):
+    for name in (
+        "verdict", "arm_verdicts", "crossover", "scratch_equivalent", "across_datasets", "results", "cost",
+        "failed", "environment", "versions", "runs",
+    ):
         assert (out / "tables" / f"{name}.csv").is_file()
+    assert not (out / "tables" / "logme.csv").exists()  # no run recorded a LogME score
 
 
 def test_html_is_self_contained(page: str) -> None:
@@ -88,9 +100,24 @@ def test_verdict_comes_first(page: str, markdown: str) -> None:
     headings = re.findall(r"<h2[^>]*>(.*?)</h2>", page)
     assert headings[0].startswith("Verdict")
     assert re.findall(r"^## (.*)$", markdown, re.M)[0].startswith("Verdict")
-    assert "transfer wins" in page and "scratch wins" in page
-    assert "optimistic" in page and "optimistic" in markdown
+    assert "transfer wins" in page and "no clear difference" in page
     assert "scratch catches up only at the largest size, all." in page
+
+
+def test_report_names_its_methods_and_selection(page: str, markdown: str) -> None:
+    for text in (page, markdown):
+        assert "chosen by its mean validation accuracy, never by test accuracy" in text
+        assert "optimistic" not in text
+        for method in ("Student-t", "sign-flip", "Wilson", "Holm", "stratified", "IQM", "minimum effect"):
+            assert method in text, method
+        assert "1.0 pts (the minimum effect)" in text
+        assert "95% Student-t CI (pts)" in text and "Holm-adjusted p" in text
+    headings = re.findall(r"^## (.*)$", markdown, re.M)
+    for heading in ("Every transfer arm vs scratch", "Across datasets", "Scratch-equivalent data"):
+        assert heading in headings
+    assert headings.index("Across datasets") + 1 == headings.index("Performance profile across datasets")
+    assert "Does LogME predict the ranking?" not in headings  # no LogME scores in this store
+    assert "matches scratch trained on about" in markdown and "/class" in markdown
 
 
 def test_partial_is_prominent(page: str, markdown: str) -> None:
@@ -128,6 +155,20 @@ def test_csv_tables_parse_back(rendered) -> None:
     assert results.loc[results["strategy"] == "full", "n"].tolist() == [3, 2, 3]
     verdict = pd.read_csv(tables / "verdict.csv", dtype={"size": str})
     pd.testing.assert_series_equal(verdict["mean_diff"], rendered[0].verdict["mean_diff"], check_dtype=False)
+    for column in (
+        "p_value", "p_method", "prob_improvement", "prob_improvement_low", "prob_improvement_high",
+        "ci_low", "ci_high", "ci_method", "min_effect", "call", "selected_on", "flags",
+        "scratch_equivalent_n", "scratch_equivalent_ratio",
+    ):
+        assert column in verdict, column
+    assert (verdict["ci_method"] == "Student t").all()
+    assert (verdict["p_method"] == "exact sign-flip permutation").all()
+    assert (verdict["min_effect"] == 0.01).all()
+    assert (verdict["selected_on"] == "validation").all()
+    assert verdict["scratch_equivalent_ratio"].between(0, 100).all()
+    arms = pd.read_csv(tables / "arm_verdicts.csv", dtype={"size": str})
+    assert len(arms) == len(SIZES) * (len(STRATEGIES) - 1)
+    assert (arms["p_holm"] >= arms["p_value"]).all()
     failed = pd.read_csv(tables / "failed.csv")
     assert len(failed) == 1 and failed.loc[0, "error"] == FAILED_ERROR
     cost = pd.read_csv(tables / "cost.csv", dtype={"size": str})
@@ -187,6 +228,42 @@ def test_report_does_not_import_torch(rendered, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def test_min_effect_comes_from_the_stored_suite(tmp_path: Path) -> None:
+    db = build_store(tmp_path / "q.db", failed=False)
+    with ResultStore(db) as store:
+        store.set_meta("suite", {"name": "quick", "verdict": {"min_effect": 0.3}})
+    report = render_report(db, tmp_path / "out")
+    assert (report.verdict["min_effect"] == 0.3).all()
+    # +25 pts with a tight interval is inside a ±30-point band: equivalent, not a win.
+    assert (report.verdict["call"] != "transfer wins").all()
+    assert "30.0 pts (the minimum effect)" in report.md_path.read_text(encoding="utf-8")
+    with ResultStore(db) as store:
+        store.set_meta("suite", {"name": "quick", "verdict": {"min_effect": "big"}})
+    with pytest.raises(ReportError, match="min_effect"):
+        render_report(db, tmp_path / "out2")
+
+
+def test_several_seeds_without_scratch_never_claim_one_seed(tmp_path: Path) -> None:
+    db = tmp_path / "noscratch.db"
+    with ResultStore(db) as store:
+        for seed in (0, 1, 2):
+            spec = RunSpec(
+                run_id=f"full{seed}", suite="quick", backbone="resnet18", weights="pretrain:shapes",
+                dataset={"name": "digits"}, size="10", strategy="full", strategy_params={}, seed=seed, training={},
+            )
+            store.write(spec, RunResult(
+                run_id=spec.run_id, status="done", test_acc=0.8 + seed / 100, test_balanced_acc=0.8,
+                test_macro_f1=0.8, val_acc=0.8, wall_s=1.0, trainable_params=10, total_params=10, device="cpu",
+                train_indices=list(range(100)),
+            ))
+    report = render_report(db, tmp_path / "out")
+    assert list(report.verdict["call"]) == ["no scratch baseline"]
+    for path in (report.html_path, report.md_path, report.out_dir / "tables" / "verdict.csv"):
+        text = path.read_text(encoding="utf-8")
+        assert "1 seed" not in text and "one seed" not in text and "one paired seed" not in text
+    assert "no scratch baseline" in report.md_path.read_text(encoding="utf-8")
+
+
 # -- the pure pieces under the page ---------------------------------------------------------
 
 
@@ -207,6 +284,41 @@ def test_learning_curve_uses_palette_colours_and_survives_unknown_sizes() -> Non
     colours = {line.get_color() for line in plot.figure.axes[0].get_lines()}
     assert colours and colours <= set(palette.values())
     assert [t.get_text() for t in plot.figure.axes[0].get_xticklabels()] == ["10", "all"]
+
+
+def test_learning_curve_marks_the_crossover() -> None:
+    frame = frame_of(
+        run_rows({"scratch": [0.5, 0.5, 0.5], "full": [0.7, 0.7, 0.7]}, size="10"),
+        run_rows({"scratch": [0.7, 0.7, 0.7], "full": [0.73, 0.72, 0.66]}, size="50"),
+        run_rows({"scratch": [0.8, 0.8, 0.8], "full": [0.79, 0.78, 0.80]}, size="all"),
+    )
+    crossover = crossovers(frame)
+    assert (crossover.loc[0, "crossover_size"], crossover.loc[0, "crossover_low"]) == ("all", "50")
+    plot = learning_curve(frame, strategy_palette(frame["strategy_label"]), crossover)
+    ax = plot.figure.axes[0]
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and list(dashed[0].get_xdata()) == [2.0, 2.0]  # "all" on the ordinal axis
+    assert len(ax.patches) == 1  # the bootstrap band from 50/class to all
+    assert "crossover" in plot.caption
+    assert "crossover" not in learning_curve(frame, strategy_palette(frame["strategy_label"])).caption
+
+
+def test_performance_profile_steps() -> None:
+    x, share = profile_steps(np.array([1.0, 2.0, 3.0, 2.0]), -5.0, 5.0)
+    assert list(x) == [-5.0, 1.0, 2.0, 3.0, 5.0]
+    assert list(share) == [1.0, 0.75, 0.25, 0.0, 0.0]
+    frame = frame_of(*(
+        run_rows({"scratch": [0.5] * 3, "full": [0.5 + g] * 3, "frozen": [0.5 - g] * 3}, dataset=f"d{i}")
+        for i, g in enumerate((0.01, 0.02, 0.05))
+    ))
+    palette = strategy_palette(frame["strategy_label"])
+    plot = performance_profile(cell_gains(frame), palette)
+    arms = {palette["full"], palette["frozen"]}
+    lines = [line for line in plot.figure.axes[0].get_lines() if line.get_color() in arms]
+    assert len(lines) == 2
+    full = next(line for line in lines if line.get_color() == palette["full"])
+    assert list(full.get_ydata()) == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0, 0.0])
+    assert performance_profile(cell_gains(frame.iloc[0:0]), palette) is None
 
 
 def test_pareto_mask() -> None:

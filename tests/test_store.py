@@ -157,4 +157,4 @@ def test_a_version_1_store_is_migrated_in_place_and_keeps_its_runs(tmp_path):
         written.notes = ["skipped corrupt image a.png: truncated"]
         store.write(spec, written)
         assert store.result(spec.run_id).notes == written.notes
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3

@@ -76,8 +76,10 @@ class MemoryBatchLoader(BatchLoader):
         seed: int,
         device: torch.device,
         drop_last: bool,
+        channels_last: bool = True,
     ) -> None:
         self.num_samples = len(indices)
+        self.channels_last = channels_last
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.image_size = image_size
@@ -118,7 +120,7 @@ class MemoryBatchLoader(BatchLoader):
         elif self.augment == "standard":
             x = random_resized_crop_flip(x, self._augment_gen)
         x = x.mul_(self._scale).sub_(self._shift)
-        if x.device.type == "cuda":
+        if self.channels_last and x.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
@@ -280,6 +282,7 @@ def make_loader(
     device: torch.device | str,
     drop_last: bool = False,
     num_workers: int = 0,
+    channels_last: bool = True,
 ) -> BatchLoader:
     """A reproducible loader over ``indices`` of ``split`` ("train" is the pool; None means all of it)."""
     if augment not in AUGMENTS:
@@ -306,5 +309,5 @@ def make_loader(
         drop_last=drop_last,
     )
     if dataset.in_memory:
-        return MemoryBatchLoader(dataset.images(split), labels, idx, **common)
+        return MemoryBatchLoader(dataset.images(split), labels, idx, channels_last=channels_last, **common)
     return FileBatchLoader(dataset.files(split), labels, idx, num_workers=num_workers, **common)

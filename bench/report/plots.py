@@ -25,7 +25,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter
 from bench.report.tables import cost_table, ordered_labels, results_table, strategy_sort_key
 from bench.report.verdict import SCRATCH, done_runs
 
-PLOT_NAMES = ("learning_curve", "transfer_gain", "pareto", "epoch_curves")
+PLOT_NAMES = ("learning_curve", "performance_profile", "transfer_gain", "pareto", "epoch_curves")
 SCRATCH_COLOUR = "#4d4d4d"
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
@@ -105,8 +105,30 @@ def _size_axis(done: pd.DataFrame) -> tuple[pd.Series, str, bool]:
     return done["size"].map(order).astype(float), "training-set size (samples per class, fraction or all)", False
 
 
-def learning_curve(frame: pd.DataFrame, palette: dict[str, str]) -> Plot | None:
-    """Test accuracy against training-set size per strategy, band = ±1 std over seeds."""
+def _mark_crossover(ax, part: pd.DataFrame, row: dict) -> bool:
+    """Draw a crossover size and its bootstrap interval on one learning-curve panel; False when there is none."""
+    where = part.groupby("size")["x"].median()
+    point, low, high = (row.get(k) for k in ("crossover_size", "crossover_low", "crossover_high"))
+    if _absent(low) and _absent(point):
+        return False
+    right = float(where.max())
+    lo = float(where.get(low, right)) if not _absent(low) else right
+    hi = float(where.get(high, right)) if not _absent(high) else right
+    if hi > lo:
+        ax.axvspan(lo, hi, color="grey", alpha=0.15, lw=0, zorder=0)
+    if not _absent(point) and point in where:
+        ax.axvline(float(where[point]), color="black", ls="--", lw=1, zorder=1)
+    return True
+
+
+def _absent(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def learning_curve(
+    frame: pd.DataFrame, palette: dict[str, str], crossover: pd.DataFrame | None = None
+) -> Plot | None:
+    """Test accuracy against training-set size per strategy, band = ±1 std over seeds, crossover marked."""
     done = done_runs(frame)
     if done.empty:
         return None
@@ -119,6 +141,10 @@ def learning_curve(frame: pd.DataFrame, palette: dict[str, str]) -> Plot | None:
     labels = ordered_labels(done["strategy_label"])
     ncols = min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
+    crossings = {} if crossover is None else {
+        (r["backbone"], r["dataset"]): r for r in crossover.to_dict("records")
+    }
+    marked = False
     with matplotlib.rc_context(_STYLE):
         fig, axes = _figure(nrows, ncols, (4.4, 3.4), sharey=True)
         for ax in axes.flat[len(panels):]:
@@ -138,18 +164,82 @@ def learning_curve(frame: pd.DataFrame, palette: dict[str, str]) -> Plot | None:
             else:
                 ticks = part.drop_duplicates("size").sort_values("size_order")
                 ax.set_xticks(ticks["x"], ticks["size"])
+            if (backbone, dataset) in crossings:
+                marked |= _mark_crossover(ax, part, crossings[(backbone, dataset)])
             ax.set_title(_facet_title(backbone, dataset))
             ax.set_xlabel(xlabel)
             ax.set_ylabel("test accuracy (%)")
             ax.yaxis.set_tick_params(labelleft=True)
-        _legend(fig, palette, labels)
+        extra = []
+        if marked:
+            extra = [
+                Line2D([], [], color="black", ls="--", lw=1, label="crossover"),
+                Line2D([], [], color="grey", alpha=0.3, lw=8, label="95% bootstrap"),
+            ]
+        _legend(fig, palette, labels, extra)
     caption = (
         "Mean test accuracy over seeds at each training-set size; the shaded band is ±1 standard "
         "deviation over seeds (absent with a single seed)."
     )
+    if marked:
+        caption += (
+            " The dashed vertical line marks the crossover: the smallest size from which scratch is no "
+            "longer worse than the transfer arm chosen on validation. The grey band is its 95% bootstrap "
+            "interval over seeds; a band running to the right edge means transfer may still lead at the "
+            "largest size."
+        )
     if style:
         caption += " Line style distinguishes weight sources."
     return Plot("learning_curve", "Learning curves: accuracy vs training-set size", caption, fig)
+
+
+def profile_steps(values: np.ndarray, left: float, right: float) -> tuple[np.ndarray, np.ndarray]:
+    """The exact step function x -> share of ``values`` above x, as corners for a steps-post line."""
+    x = np.concatenate([[left], np.unique(values), [right]])
+    share = (np.asarray(values)[None, :] > x[:, None]).mean(axis=1)
+    return x, share
+
+
+def performance_profile(gains: pd.DataFrame, palette: dict[str, str]) -> Plot | None:
+    """Fraction of dataset x size cells whose gain over scratch exceeds x, one line per transfer arm."""
+    if gains is None or gains.empty:
+        return None
+    gains = gains.assign(pts=gains["gain"] * 100)
+    backbones = sorted(gains["backbone"].unique())
+    weights = sorted(gains["weights"].unique())
+    dashes = {w: ("-", "--", ":", "-.")[i % 4] for i, w in enumerate(weights)}
+    low, high = float(gains["pts"].min()), float(gains["pts"].max())
+    pad = max((high - low) * 0.1, 1.0)
+    left, right = min(low, 0.0) - pad, max(high, 0.0) + pad
+    labels = ordered_labels(gains["strategy_label"])
+    with matplotlib.rc_context(_STYLE):
+        ncols = min(len(backbones), 3)
+        fig, axes = _figure(math.ceil(len(backbones) / ncols), ncols, (4.6, 3.4), sharey=True)
+        for ax in axes.flat[len(backbones):]:
+            ax.set_axis_off()
+        for ax, backbone in zip(axes.flat, backbones):
+            part = gains[gains["backbone"] == backbone]
+            for (label, weight), arm in part.groupby(["strategy_label", "weights"], sort=True):
+                x, share = profile_steps(arm["pts"].to_numpy(), left, right)
+                ax.plot(x, share, color=palette.get(label, "black"), ls=dashes[weight], lw=1.8, drawstyle="steps-post")
+            ax.axvline(0.0, color=SCRATCH_COLOUR, lw=1, ls=":")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(_facet_title(backbone))
+            ax.set_xlabel("gain over scratch, x (pts)")
+            ax.set_ylabel("fraction of cells with gain > x")
+            ax.yaxis.set_tick_params(labelleft=True)
+        extra = [Line2D([], [], color="grey", ls=dashes[w], label=w) for w in weights] if len(weights) > 1 else []
+        _legend(fig, palette, labels, extra)
+    n_cells = gains.groupby(["backbone", "weights", "strategy_label"]).size().max()
+    caption = (
+        "Performance profile: for each transfer arm, the fraction of dataset × size cells (up to "
+        f"{n_cells}) whose mean paired gain over scratch exceeds x. A curve further right and higher "
+        "is better everywhere; where it crosses the dotted zero line is the share of cells it wins. "
+        "Cells with a flagged run are left out."
+    )
+    if len(weights) > 1:
+        caption += " Line style distinguishes weight sources."
+    return Plot("performance_profile", "Performance profile across datasets", caption, fig)
 
 
 def gain_heatmap(frame: pd.DataFrame) -> Plot | None:
@@ -291,11 +381,19 @@ def epoch_curves(frame: pd.DataFrame, epochs: pd.DataFrame, palette: dict[str, s
     return Plot("epoch_curves", "Per-epoch validation curves", caption, fig)
 
 
-def build_plots(frame: pd.DataFrame, epochs: pd.DataFrame) -> list[Plot]:
-    """Every figure the data supports, sharing one strategy palette."""
+def build_plots(
+    frame: pd.DataFrame, epochs: pd.DataFrame, *, crossover: pd.DataFrame | None = None,
+    gains: pd.DataFrame | None = None,
+) -> list[Plot]:
+    """Every figure the data supports, sharing one strategy palette.
+
+    ``crossover`` (from ``verdict.crossovers``) is marked on the learning curves; ``gains`` (from
+    ``verdict.cell_gains``) feeds the performance profile, which is left out without it.
+    """
     palette = strategy_palette(frame["strategy_label"]) if not frame.empty else {}
     built = [
-        learning_curve(frame, palette),
+        learning_curve(frame, palette, crossover),
+        performance_profile(gains, palette),
         gain_heatmap(frame),
         pareto_plot(frame, palette),
         epoch_curves(frame, epochs, palette),

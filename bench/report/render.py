@@ -25,22 +25,36 @@ from bench.report.tables import (
     data_notes_table,
     environment_table,
     failed_table,
+    probe_table,
     progress,
     results_table,
     training_version_warning,
     versions_table,
 )
 from bench.report.verdict import (
+    ALPHA,
+    SCRATCH,
+    CALL_EQUIVALENT,
+    CALL_INCONCLUSIVE,
     CALL_SCRATCH,
     CALL_TRANSFER,
+    DEFAULT_MIN_EFFECT,
     LEVEL,
     N_BOOT,
-    OPTIMISM_NOTE,
-    TIE_EPS,
+    SELECTION_NOTE,
+    across_datasets,
+    arm_verdicts,
+    cell_gains,
     crossovers,
+    describe_interval,
+    describe_methods,
+    logme_models,
+    logme_ranking,
+    scratch_equivalents,
     verdicts,
 )
 from bench.store import ResultStore
+from bench.tuning import split_final, tuning_summary
 
 
 @dataclass
@@ -112,6 +126,12 @@ def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def _pval(value: object) -> str:
+    if _missing(value):
+        return "–"
+    return f"{float(value):.3f}" if float(value) >= 0.001 else f"{float(value):.1e}"
+
+
 def _count(value: object) -> str:
     return "–" if _missing(value) else human_count(float(value))
 
@@ -119,27 +139,123 @@ def _count(value: object) -> str:
 # -- display tables ------------------------------------------------------------------------
 
 
-def _verdict_display(table: pd.DataFrame) -> pd.DataFrame:
+def _arm_text(strategy: object, weights: object) -> str:
+    arm = str(strategy or "–")
+    return arm if weights in ("", "none", None) else f"{arm} ({weights})"
+
+
+def _equivalent_cell(row: pd.Series, classes: float) -> str:
+    status = row.get("scratch_equivalent_status", "")
+    if status == "beyond":
+        return "beyond the largest size measured"
+    if status == "below":
+        return "below the smallest size measured"
+    n = row.get("scratch_equivalent_n")
+    if _missing(n):
+        return "–"
+    size = f"{n / classes:,.0f}/class" if classes > 0 else f"{n:,.0f} images"
+    return f"{size} ({row['scratch_equivalent_ratio']:.1f}x)"
+
+
+def _bounds_text(low: object, high: object, classes: float) -> str:
+    def one(n: float) -> str:
+        if n == math.inf:
+            return "beyond largest"
+        if n == 0:
+            return "below smallest"
+        return f"{n / classes:,.0f}" if classes > 0 else f"{n:,.0f}"
+
+    return "–" if _missing(low) or _missing(high) else f"{one(float(low))} to {one(float(high))}"
+
+
+def _classes(frame: pd.DataFrame) -> dict[tuple[str, str], float]:
+    """Classes per backbone x dataset, from per-class sizes, so sizes can be shown per class."""
+    out: dict[tuple[str, str], float] = {}
+    if frame.empty or "n_train" not in frame:
+        return out
+    per_class = frame["size"].astype(str).str.fullmatch(r"\d+") & (frame["n_train"] > 0)
+    rows = frame[per_class]
+    for key, part in rows.groupby(["backbone", "dataset"], sort=False):
+        out[key] = float((part["n_train"] / part["size"].astype(float)).median())
+    return out
+
+
+def _verdict_display(table: pd.DataFrame, classes: dict[tuple[str, str], float]) -> pd.DataFrame:
     rows = []
     for _, r in table.iterrows():
-        if r["n_pairs"] >= 2:
-            interval = f"{r['ci_low'] * 100:+.1f} to {r['ci_high'] * 100:+.1f}"
-        elif r["n_pairs"] == 1:
-            interval = "none (one seed)"
-        else:
-            interval = "–"
-        arm = r["best_strategy"] or "–"
-        if r["best_weights"] not in ("", "none"):
-            arm = f"{arm} ({r['best_weights']})"
+        n = r["n_pairs"]
+        pi = "–"
+        if n >= 1:
+            pi = f"{r['prob_improvement']:.2f} [{r['prob_improvement_low']:.2f}, {r['prob_improvement_high']:.2f}]"
         rows.append({
             "backbone": r["backbone"], "dataset": r["dataset"], "size": r["size"],
-            "best transfer": arm,
+            "transfer arm (chosen on validation)": _arm_text(r["best_strategy"], r["best_weights"]),
             "transfer acc %": _pct(r["transfer_mean"]), "scratch acc %": _pct(r["scratch_mean"]),
-            "diff (pts)": _pts(r["mean_diff"] * 100), "95% CI (pts)": interval,
-            "won/tied/lost": f"{r['wins']}/{r['ties']}/{r['losses']}", "paired seeds": str(r["n_pairs"]),
+            "mean diff (pts)": _pts(r["mean_diff"] * 100),
+            f"{LEVEL:.0%} Student-t CI (pts)": describe_interval(r),
+            "sign-flip p (exact)": _pval(r["p_value"]),
+            f"P(transfer > scratch) [{LEVEL:.0%} Wilson]": pi,
+            "won/tied/lost": f"{r['wins']}/{r['ties']}/{r['losses']}", "paired seeds": str(n),
+            "scratch-equivalent data": _equivalent_cell(r, classes.get((r["backbone"], r["dataset"]), math.nan)),
             "verdict": r["call"],
         })
     return pd.DataFrame(rows)
+
+
+def _arms_display(table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for _, r in table.iterrows():
+        rows.append({
+            "backbone": r["backbone"], "dataset": r["dataset"], "size": r["size"],
+            "strategy": r["strategy_label"], "weights": r["weights"],
+            "val acc %": _pct(r["val_mean"]), "test acc %": _pct(r["transfer_mean"]),
+            "mean diff (pts)": _pts(r["mean_diff"] * 100),
+            f"{LEVEL:.0%} Student-t CI (pts)": describe_interval(r),
+            "sign-flip p": _pval(r["p_value"]), "Holm-adjusted p": _pval(r["p_holm"]),
+            "paired seeds": str(r["n_pairs"]), "verdict": r["call"],
+        })
+    return pd.DataFrame(rows)
+
+
+def _across_display(table: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "backbone": table["backbone"], "weights": table["weights"], "strategy": table["strategy_label"],
+        "cells": table["n_cells"].astype(str),
+        "IQM gain (pts)": (table["iqm_gain"] * 100).map(_pts),
+        f"{LEVEL:.0%} stratified bootstrap (pts)": [
+            "–" if _missing(lo) else f"{lo * 100:+.1f} to {hi * 100:+.1f}"
+            for lo, hi in zip(table["iqm_low"], table["iqm_high"])
+        ],
+        "mean gain (pts)": (table["mean_gain"] * 100).map(_pts),
+        "share of cells better": table["frac_cells_better"].map(lambda v: _num(v, ".2f")),
+        "flagged cells left out": table["n_flagged_cells"].astype(str),
+    })
+
+
+def _equivalents_display(table: pd.DataFrame, classes: dict[tuple[str, str], float]) -> pd.DataFrame:
+    rows = []
+    for _, r in table.iterrows():
+        per = classes.get((r["backbone"], r["dataset"]), math.nan)
+        unit = "/class" if per > 0 else " images"
+        rows.append({
+            "backbone": r["backbone"], "dataset": r["dataset"], "size": r["size"],
+            "strategy": r["strategy_label"], "weights": r["weights"],
+            "train images": _num(r["n_train"], ".0f"), "transfer acc %": _pct(r["transfer_mean"]),
+            "scratch would need": _equivalent_cell(r, per),
+            f"{LEVEL:.0%} bootstrap ({unit.strip()})": _bounds_text(
+                r["scratch_equivalent_low"], r["scratch_equivalent_high"], per
+            ),
+        })
+    return pd.DataFrame(rows)
+
+
+def _logme_display(table: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "dataset": table["dataset"], "backbone": table["backbone"], "weights": table["weights"],
+        "size": table["size"], "LogME": table["logme"].map(lambda v: _num(v, ".3f")),
+        "best transfer (on validation)": table["best_strategy"],
+        "its test acc %": table["best_test_acc"].map(_pct),
+    })
 
 
 def _results_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -189,50 +305,121 @@ def _versions_display(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _verdict_class(row: pd.Series) -> str:
-    return {CALL_TRANSFER: "win", CALL_SCRATCH: "loss"}.get(row["verdict"], "unclear")
+    return {CALL_TRANSFER: "win", CALL_SCRATCH: "loss", CALL_INCONCLUSIVE: "flagged"}.get(row["verdict"], "unclear")
 
 
 # -- sections ------------------------------------------------------------------------------
 
 
-def _sections(
-    frame: pd.DataFrame, verdict: pd.DataFrame, crossover: pd.DataFrame, plots: list[Plot],
-    tables: dict[str, pd.DataFrame],
-) -> list[_Section]:
-    results, cost, failed, versions = (tables[k] for k in ("results", "cost", "failed", "versions"))
-    transfer_wins = int((verdict["call"] == CALL_TRANSFER).sum())
-    scratch_wins = int((verdict["call"] == CALL_SCRATCH).sum())
+def _verdict_intro(verdict: pd.DataFrame) -> str:
     if verdict.empty:
-        intro = "No finished runs with a test accuracy yet, so there is no verdict."
-    else:
-        intro = (
-            f"Across {_plural(len(verdict), 'backbone × dataset × size cell')}: transfer wins in "
-            f"{transfer_wins}, scratch wins in {scratch_wins}, and {len(verdict) - transfer_wins - scratch_wins} "
-            "show no clear difference or lack the seeds to tell."
-        )
+        return "No finished runs with a test accuracy yet, so there is no verdict."
+    calls = verdict["call"]
+    counts = {
+        call: int((calls == call).sum())
+        for call in (CALL_TRANSFER, CALL_SCRATCH, CALL_EQUIVALENT, CALL_INCONCLUSIVE)
+    }
+    rest = len(verdict) - sum(counts.values())
+    return (
+        f"Across {_plural(len(verdict), 'backbone × dataset × size cell')}: transfer wins in "
+        f"{counts[CALL_TRANSFER]}, scratch wins in {counts[CALL_SCRATCH]}, the two are equivalent in "
+        f"{counts[CALL_EQUIVALENT]}, {counts[CALL_INCONCLUSIVE]} are inconclusive because a compared run "
+        f"is flagged, and {rest} show no clear difference or lack the seeds to tell."
+    )
+
+
+def _sections(
+    frame: pd.DataFrame, tables: dict[str, pd.DataFrame], plots: list[Plot], min_effect: float
+) -> list[_Section]:
+    verdict, crossover = tables["verdict"], tables["crossover"]
+    matched = verdict[verdict["baseline"] != SCRATCH] if "baseline" in verdict else verdict.iloc[0:0]
+    verdict = verdict[verdict["baseline"] == SCRATCH] if "baseline" in verdict else verdict
+    results, cost, failed, versions = (tables[k] for k in ("results", "cost", "failed", "versions"))
+    classes = _classes(frame)
     bullets = []
     for (backbone, dataset), group in verdict.groupby(["backbone", "dataset"], sort=False):
         bullets += list(group["summary"])
         match = crossover[(crossover["backbone"] == backbone) & (crossover["dataset"] == dataset)]
         bullets += list(match["summary"])
-    method = (
-        "Method: within each cell, the transfer strategy with the highest mean test accuracy is "
-        "compared with scratch on the seeds both have (paired by seed; unmatched seeds are "
-        f"ignored). The interval is a {LEVEL:.0%} percentile bootstrap of the mean paired "
-        f"difference ({N_BOOT} resamples, fixed random seed). \"transfer wins\" means the whole "
-        "interval lies above zero, \"scratch wins\" below; fewer than three paired seeds give no "
-        f"verdict, and one gives no interval. Paired differences within {TIE_EPS:g} of zero count as ties."
-    )
     sections = [
         _Section(
-            "Verdict: does transfer beat scratch?", intro=intro,
+            "Verdict: does transfer beat scratch?", intro=_verdict_intro(verdict),
             bullets=bullets,
-            table=_verdict_display(verdict), row_class=_verdict_class,
-            notes=[OPTIMISM_NOTE, method],
+            table=_verdict_display(verdict, classes), row_class=_verdict_class,
+            notes=[SELECTION_NOTE, describe_methods(min_effect)],
         )
     ]
+    for label, group in matched.groupby("baseline", sort=True):
+        sections.append(_Section(
+            f"Verdict against compute-matched scratch: {label}",
+            intro=(
+                f"{label} trains from random init on a longer schedule than every other arm (He et al. 2019: "
+                "scratch needs more steps to catch up, so equal-epoch comparisons favour transfer). The same "
+                "comparison as above, with this scratch as the baseline."
+            ),
+            bullets=list(group["summary"]),
+            table=_verdict_display(group, classes), row_class=_verdict_class,
+        ))
+    arms = tables["arm_verdicts"]
+    if not arms.empty:
+        sections.append(_Section(
+            "Every transfer arm vs scratch",
+            intro=(
+                "Each transfer arm (strategy and weights) compared with scratch on its own, paired by "
+                "seed, with the same Student-t interval and exact sign-flip p-value as above. All arms "
+                "of a cell are judged on the same test results, so their p-values are Holm-adjusted "
+                f"across the arms of that cell (family-wise error {ALPHA:.0%}), and a per-arm win or loss "
+                f"also needs a Holm-adjusted p of at most {ALPHA:g}. An exact sign-flip p-value cannot go "
+                "below 2/2^n, so with few seeds no single arm can be called here even when the headline can."
+            ),
+            table=_arms_display(arms), row_class=_verdict_class,
+        ))
+    profile = next((plot for plot in plots if plot.name == "performance_profile"), None)
+    across = tables["across_datasets"]
+    if not across.empty:
+        sections.append(_Section(
+            "Across datasets",
+            intro=(
+                "For each backbone, weights and transfer strategy: the interquartile mean (IQM: the mean "
+                "of the middle half) over dataset × size cells of the mean paired gain over scratch, with "
+                f"a {LEVEL:.0%} stratified percentile bootstrap interval ({N_BOOT:,} resamples of the seeds "
+                "within each cell, as rliable does). Cells where a compared run is flagged are left out."
+            ),
+            table=_across_display(across),
+        ))
+        if profile is not None:
+            sections.append(_Section(profile.title, intro=profile.caption, plot=profile))
+    equivalents = tables["scratch_equivalent"]
+    if not equivalents.empty:
+        sections.append(_Section(
+            "Scratch-equivalent data",
+            intro=(
+                "How much data scratch would need to match each transfer arm (\"effective data "
+                "transferred\", Hernandez et al. 2021): scratch's mean test accuracy against training "
+                "images is made monotone (isotonic fit) and interpolated as a power law between the "
+                "sizes measured, then read off at the arm's accuracy. Nothing is extrapolated: an arm "
+                "more accurate than scratch at its largest size is beyond the largest size measured. "
+                f"The interval is a {LEVEL:.0%} percentile bootstrap over seeds, resampled within every size."
+            ),
+            bullets=[text for text in equivalents["summary"] if text],
+            table=_equivalents_display(equivalents, classes),
+        ))
+    models, ranking = tables.get("logme"), tables.get("logme_ranking")
+    if models is not None and not models.empty:
+        sections.append(_Section(
+            "Does LogME predict the ranking?",
+            intro=(
+                "LogME (You et al. 2021) scores a backbone's features on a dataset without training. "
+                "Per dataset, Kendall's tau between the LogME at the largest size and the test accuracy "
+                "of the transfer arm chosen on validation at that size, across backbone × weights."
+            ),
+            bullets=list(ranking["summary"]) if ranking is not None else [],
+            table=_logme_display(models),
+        ))
     for plot in plots:
-        sections.append(_Section(plot.title, intro=plot.caption, plot=plot))
+        if plot is not profile:
+            sections.append(_Section(plot.title, intro=plot.caption, plot=plot))
+    sections += _tuning_sections(tables["tuning"], tables["probe"], frame)
     sections.append(_Section(
         "Results", intro="Test accuracy over seeds for every backbone, dataset, size, strategy and weights.",
         table=_results_display(results),
@@ -283,7 +470,7 @@ ul.summary li{margin:3px 0}.notes{color:#555;font-size:13px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0 4px;width:100%}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
 th{background:#f3f3f3;position:sticky;top:0}tr:nth-child(even) td{background:#fafafa}
-tr.win td{background:#e6f4ea}tr.loss td{background:#fde7e9}
+tr.win td{background:#e6f4ea}tr.loss td{background:#fde7e9}tr.flagged td{background:#fff4ce}
 .scroll{overflow-x:auto;max-height:640px;overflow-y:auto}
 figure{margin:10px 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#555;font-size:13px}nav a{margin-right:12px;font-size:13px}
@@ -397,6 +584,71 @@ def _banners(prog: Progress, frame: pd.DataFrame) -> list[tuple[str, str]]:
     return banners
 
 
+def _min_effect(config: dict, db_path: Path) -> float:
+    """The suite's minimum effect for a call (a fraction; 0.01 is one point), else the default."""
+    value = (config.get("verdict") or {}).get("min_effect", DEFAULT_MIN_EFFECT)
+    try:
+        effect = float(value)
+    except (TypeError, ValueError):
+        effect = math.nan
+    if not 0.0 <= effect < 1.0:
+        raise ReportError(f"{db_path}: suite verdict.min_effect is {value!r}; expected a fraction in [0, 1)")
+    return effect
+
+
+def _tuning_sections(tuning: pd.DataFrame, probe: pd.DataFrame, final: pd.DataFrame) -> list[_Section]:
+    """What each arm was tuned over, what was chosen on validation, and what the sweep cost."""
+    sections = []
+    if not tuning.empty:
+        sweep_s = float(tuning["sweep_s"].sum())
+        final_s = float(final["wall_s"].fillna(0).sum())
+        share = f", {sweep_s / final_s:.2f}x the wall time of the runs reported" if final_s > 0 else ""
+        sections.append(_Section(
+            "Tuning: the configuration each arm was given",
+            intro=(
+                "Every trained arm swept the same grid on the tuning seeds; the configuration with the best "
+                "mean validation accuracy then ran on every seed, and only those runs enter the verdict. Test "
+                f"accuracy played no part in any choice. The sweep's extra runs cost {sweep_s:.0f} s{share}."
+            ),
+            table=tuning.assign(chosen_val_acc=tuning["chosen_val_acc"].map(lambda v: f"{v:.3f}"),
+                                sweep_s=tuning["sweep_s"].map(lambda v: f"{v:.0f}")),
+        ))
+    if not probe.empty:
+        sections.append(_Section(
+            "Linear probe: L2 strength chosen on validation",
+            intro=(
+                "The frozen arm is a multinomial logistic regression on standardised backbone features, fitted "
+                "to convergence with L-BFGS at each L2 strength of a log grid; the strength with the best "
+                "validation accuracy is kept (Kornblith et al. 2019)."
+            ),
+            table=probe.assign(val_acc_mean=probe["val_acc_mean"].map(lambda v: f"{v:.3f}")),
+        ))
+    return sections
+
+
+def _baselines(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The frame the main verdict reads (plain scratch as the baseline) and one per compute-matched scratch.
+
+    A suite may run scratch with a longer schedule (``scratch[budget=3]``) beside plain scratch.
+    Each scratch variant is a baseline of its own: transfer is compared with each in turn, never
+    with their mixture.
+    """
+    scratch = frame["strategy"] == SCRATCH
+    labels = sorted(set(frame.loc[scratch, "strategy_label"]) - {SCRATCH})
+    if not labels:
+        return frame, {}
+    matched = {label: frame[~scratch | (frame["strategy_label"] == label)] for label in labels}
+    main = frame[~scratch | (frame["strategy_label"] == SCRATCH)]
+    return main, matched
+
+
+def _seeds(config: dict, frame: pd.DataFrame) -> tuple[list[int], list[int]]:
+    """The suite's seeds and the sweep's, from the stored config (or the runs, for hand-made stores)."""
+    seeds = [int(s) for s in config.get("seeds") or sorted(frame["seed"].unique())]
+    tuning = config.get("tuning") if isinstance(config.get("tuning"), dict) else {}
+    return seeds, [int(s) for s in tuning.get("seeds") or seeds[:1]]
+
+
 def render_report(
     db_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, title: str | None = None
 ) -> Report:
@@ -415,15 +667,34 @@ def render_report(
     suite = config.get("name") or (str(frame["suite"].iloc[0]) if "suite" in frame else db_path.stem)
     title = title or f"transfer-bench report: {suite}"
     prog = progress(frame, meta["planned"], n_running)
-    verdict = verdicts(frame)
+    all_runs = frame
+    seeds, tuning_seeds = _seeds(config, frame)
+    # Sweep runs of configurations that were not chosen are cost, not results: the verdict and
+    # every table of results read the chosen configuration's runs alone.
+    frame, _ = split_final(all_runs, seeds, tuning_seeds)
+    min_effect = _min_effect(config, db_path)
+    frame, matched = _baselines(frame)
+    equivalents = scratch_equivalents(frame)
+    verdict = verdicts(frame, min_effect=min_effect, equivalents=equivalents)
+    verdict.insert(0, "baseline", SCRATCH)
+    for label, against in matched.items():
+        extra = verdicts(against, min_effect=min_effect)
+        extra.insert(0, "baseline", label)
+        verdict = pd.concat([verdict, extra], ignore_index=True)
     crossover = crossovers(frame, verdict)
-    plots = build_plots(frame, epochs)
-    results = results_table(frame)
+    logme = logme_models(frame)
+    results = results_table(pd.concat([frame, *[f[f["strategy"] == SCRATCH] for f in matched.values()]]))
     computed = {
-        "results": results, "cost": cost_table(frame, results), "failed": failed_table(frame),
+        "verdict": verdict, "arm_verdicts": arm_verdicts(frame, min_effect=min_effect), "crossover": crossover,
+        "scratch_equivalent": equivalents, "across_datasets": across_datasets(frame),
+        "results": results, "cost": cost_table(frame, results), "failed": failed_table(all_runs),
+        "tuning": tuning_summary(all_runs, seeds, tuning_seeds), "probe": probe_table(frame),
         "environment": environment_table(frame), "versions": versions_table(frame),
     }
-    sections = _sections(frame, verdict, crossover, plots, computed)
+    if not logme.empty:
+        computed.update(logme=logme, logme_ranking=logme_ranking(frame, logme))
+    plots = build_plots(frame, epochs, crossover=crossover, gains=cell_gains(frame))
+    sections = _sections(frame, computed, plots, min_effect)
 
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     subtitle = f"Suite {suite} · store {db_path} · rendered {stamp}"
@@ -432,10 +703,7 @@ def render_report(
     if not prog.partial:
         subtitle += f" · {prog.sentence()}"
     banners = _banners(prog, frame)
-    tables = {
-        "verdict": verdict, "crossover": crossover, **computed,
-        "runs": frame.drop(columns=["traceback"], errors="ignore"),
-    }
+    tables = {**computed, "runs": all_runs.drop(columns=["traceback"], errors="ignore")}
     html_path = out / "index.html"
     md_path = out / "report.md"
     try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from bench.report.verdict import SCRATCH, done_runs
+SCRATCH = "scratch"
 
 # The vocabulary users know, in the order a reader expects it; anything else sorts after.
 STRATEGY_ORDER = ("scratch", "frozen", "partial", "full", "lp_ft")
@@ -31,6 +31,14 @@ COST_COLUMNS = [
 ]
 
 FAILED_COLUMNS = ["backbone", "weights", "dataset", "size", "strategy_label", "seed", "attempts", "error", "run_id"]
+
+
+def done_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows of finished runs that have a test accuracy."""
+    if frame.empty:
+        return frame
+    mask = (frame["status"] == "done") & frame["test_acc"].notna()
+    return frame.loc[mask]
 
 
 def _natural(text: str) -> tuple:
@@ -104,6 +112,27 @@ def cost_table(frame: pd.DataFrame, results: pd.DataFrame | None = None) -> pd.D
     table["note"] = ["" if s else "no slower than scratch" for s in slower]
     table.loc[table["extra_wall_s"].isna(), "note"] = "wall time missing"
     return _sort(table)[COST_COLUMNS]
+
+
+PROBE_COLUMNS = ["backbone", "weights", "dataset", "size", "runs", "l2_chosen", "val_acc_mean"]
+
+
+def probe_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The linear probe's L2 strength chosen on validation, per cell: the frozen arm's tuning."""
+    if frame.empty or "probe_l2" not in frame or frame["probe_l2"].isna().all():
+        return pd.DataFrame(columns=PROBE_COLUMNS)
+    runs = done_runs(frame)
+    runs = runs[runs["probe_l2"].notna()]
+    rows = []
+    for (backbone, weights, dataset, size), cell in runs.groupby(["backbone", "weights", "dataset", "size"], sort=False):
+        chosen = sorted(cell["probe_l2"].unique())
+        rows.append({
+            "backbone": backbone, "weights": weights, "dataset": dataset, "size": size, "runs": len(cell),
+            "l2_chosen": ", ".join(f"{v:.0e}" for v in chosen), "val_acc_mean": float(cell["val_acc"].mean()),
+            "size_order": float(cell["size_order"].iloc[0]),
+        })
+    table = pd.DataFrame(rows)
+    return table.sort_values(["backbone", "dataset", "size_order"], kind="stable")[PROBE_COLUMNS].reset_index(drop=True)
 
 
 def _first_line(text: object, limit: int = 300) -> str:

@@ -1,0 +1,167 @@
+"""The sweep stage: every arm gets the same small grid, chosen on validation accuracy alone.
+
+An arm (backbone x weights x dataset x size x strategy) with more than one configuration first
+runs each grid point on the tuning seeds. The point with the best mean validation accuracy is
+then run on every seed; the tuning seed's run of that point is reused, not repeated. Test
+accuracy is never read here: ``choose`` is given validation accuracies and nothing else.
+
+Pure functions of plain values and frames, without torch, so the runner (which launches the
+final cells) and the report (which shows what was chosen and what the sweep cost) make the
+same choice from the same store.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# A grid key that is no training setting: it multiplies each strategy's own learning rate, so
+# one grid serves arms whose defaults differ by orders of magnitude.
+LR_FACTOR = "lr_factor"
+# Three learning rates a half-decade apart around each default: the smallest grid that can tell
+# "too low" and "too high" from "about right", at three times the cost of one configuration.
+DEFAULT_GRID: dict[str, dict[str, list[Any]]] = {"all": {LR_FACTOR: [0.3, 1.0, 3.0]}}
+
+
+@dataclass(frozen=True)
+class TunedArm:
+    """One arm with several configurations: its grid points and their cells."""
+
+    arm: str
+    label: str
+    points: list[dict[str, Any]]  # the tuned values of each point, in canonical order
+    cells: list[list[Any]]  # cells[i]: point i on every seed of the suite (RunSpec)
+    tuning_seeds: list[int]
+
+    def sweep_cells(self) -> list[Any]:
+        return [cell for point in self.cells for cell in point if cell.seed in self.tuning_seeds]
+
+    def final_cells(self, chosen: int) -> list[Any]:
+        return list(self.cells[chosen])
+
+
+def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """The cross product of a grid, in canonical order (see ``point_order``)."""
+    keys = sorted(grid)
+    points = [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+    return sorted(points, key=point_order)
+
+
+def point_order(point: Mapping[str, Any]) -> tuple:
+    """Sort key of a grid point: by key, numbers numerically, anything else as text.
+
+    Ties in validation accuracy go to the first point in this order (the smallest learning
+    rate of a learning-rate grid, the most conservative choice), and the report can recompute
+    the order from the stored values alone.
+    """
+    return tuple((key, (0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0.0, str(v)))
+                 for key, v in sorted(point.items()))
+
+
+def point_label(point: Mapping[str, Any]) -> str:
+    """``lr=0.003, weight_decay=0.05``: how a configuration reads in a table."""
+    return ", ".join(f"{k}={_short(v)}" for k, v in sorted(point.items())) or "default"
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def choose(val_accs: Sequence[Sequence[float | None]]) -> int | None:
+    """Index of the point with the best mean validation accuracy over the tuning seeds.
+
+    ``val_accs[i]`` holds point i's validation accuracy per tuning seed, None where that run
+    failed or has none. A point with any missing seed is not eligible: its mean would be over
+    fewer seeds than its rivals'. None when no point is eligible.
+    """
+    best, best_mean = None, -math.inf
+    for index, values in enumerate(val_accs):
+        if not values or any(v is None or not math.isfinite(v) for v in values):
+            continue
+        mean = sum(values) / len(values)  # type: ignore[arg-type]
+        if mean > best_mean:
+            best, best_mean = index, mean
+    return best
+
+
+def tuned_key(tuned: Mapping[str, Any] | str) -> str:
+    """A grid point as canonical JSON, the form the store keeps it in."""
+    if isinstance(tuned, str):
+        tuned = json.loads(tuned or "{}")
+    return json.dumps(dict(tuned), sort_keys=True)
+
+
+# -- reading choices back from a results frame ---------------------------------------------
+
+
+def selections(frame: Any, tuning_seeds: Sequence[int]) -> dict[str, str]:
+    """arm -> the chosen point (canonical JSON), recomputed from a ``store.frame()``.
+
+    Only done runs on the tuning seeds are read, and only their ``val_acc``.
+    """
+    chosen: dict[str, str] = {}
+    if frame.empty or "arm" not in frame:
+        return chosen
+    tuned_rows = frame[(frame["arm"] != "") & frame["seed"].isin(list(tuning_seeds))]
+    for arm, rows in tuned_rows.groupby("arm", sort=False):
+        points = sorted({tuned_key(t) for t in rows["tuned"]}, key=lambda t: point_order(json.loads(t)))
+        vals: list[list[float | None]] = []
+        for point in points:
+            runs = rows[rows["tuned"].map(tuned_key) == point]
+            per_seed = []
+            for seed in tuning_seeds:
+                hit = runs[(runs["seed"] == seed) & (runs["status"] == "done")]
+                per_seed.append(float(hit["val_acc"].iloc[0]) if len(hit) and hit["val_acc"].notna().iloc[0] else None)
+            vals.append(per_seed)
+        index = choose(vals)
+        if index is not None:
+            chosen[str(arm)] = points[index]
+    return chosen
+
+
+def split_final(frame: Any, seeds: Sequence[int], tuning_seeds: Sequence[int]) -> tuple[Any, Any]:
+    """(final runs, sweep-only runs) of a frame: what the verdict compares, and what tuning cost.
+
+    A run of an untuned arm is final. A run of a tuned arm is final when it used its arm's
+    chosen point and its seed is one of the suite's seeds; every other run of a tuned arm is
+    sweep cost. Arms whose sweep has no eligible point yet contribute no final runs.
+    """
+    if frame.empty or "arm" not in frame:
+        return frame, frame.iloc[0:0]
+    chosen = selections(frame, tuning_seeds)
+    tuned = frame["arm"] != ""
+    keys = frame["tuned"].map(tuned_key)
+    is_chosen = frame["arm"].map(chosen).eq(keys)
+    final = ~tuned | (is_chosen & frame["seed"].isin(list(seeds)))
+    return frame[final], frame[~final]
+
+
+def tuning_summary(frame: Any, seeds: Sequence[int], tuning_seeds: Sequence[int]) -> Any:
+    """One row per tuned arm: the grid size, the chosen configuration, its validation accuracy, the sweep's cost."""
+    import pandas as pd
+
+    columns = ["backbone", "weights", "dataset", "size", "strategy", "grid_points", "chosen", "chosen_val_acc",
+               "sweep_runs", "sweep_s"]
+    if frame.empty or "arm" not in frame or not (frame["arm"] != "").any():
+        return pd.DataFrame(columns=columns)
+    chosen = selections(frame, tuning_seeds)
+    _, sweep_only = split_final(frame, seeds, tuning_seeds)
+    rows = []
+    for arm, runs in frame[frame["arm"] != ""].groupby("arm", sort=False):
+        first = runs.iloc[0]
+        point = chosen.get(str(arm))
+        on_tuning = runs[runs["seed"].isin(list(tuning_seeds)) & (runs["tuned"].map(tuned_key) == point)]
+        extra = sweep_only[sweep_only["arm"] == arm]
+        rows.append({
+            "backbone": first["backbone"], "weights": first["weights"], "dataset": first["dataset"],
+            "size": first["size"], "strategy": first["strategy_label"],
+            "grid_points": runs["tuned"].map(tuned_key).nunique(),
+            "chosen": point_label(json.loads(point)) if point else "pending",
+            "chosen_val_acc": float(on_tuning["val_acc"].mean()) if len(on_tuning) else math.nan,
+            "sweep_runs": len(extra), "sweep_s": float(extra["wall_s"].fillna(0).sum()),
+        })
+    return pd.DataFrame(rows, columns=columns)

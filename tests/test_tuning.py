@@ -1,0 +1,121 @@
+"""The sweep stage: same grid for every arm, choice on validation only, chosen point on every seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bench.train
+from bench.errors import SuiteError
+from bench.runner import run_suite
+from bench.store import ResultStore
+from bench.suite import suite_from_dict
+from bench.tuning import choose, grid_points, selections, split_final, tuning_summary
+from tests.conftest import tiny_suite_dict
+
+
+def _tuned_suite(**overrides):
+    raw = tiny_suite_dict(
+        strategies=["scratch", "frozen", "full"], datasets=[{"name": "digits", "sizes": [5]}], seeds=[0, 1],
+        tuning={"grid": {"all": {"lr_factor": [0.3, 3.0]}}},
+    )
+    raw["training"] = {**raw["training"], "min_steps": 4}
+    raw.update(overrides)
+    return suite_from_dict(raw)
+
+
+def test_choose_takes_the_best_mean_validation_and_breaks_ties_by_order():
+    assert choose([[0.5, 0.7], [0.8, 0.5], [0.6, 0.6]]) == 1
+    assert choose([[0.5, 0.5], [0.9, 0.9]]) == 1
+    assert choose([[0.7], [0.7]]) == 0, "ties go to the first point in canonical order"
+    assert choose([[0.9, None], [0.6, 0.6]]) == 1, "a point missing a seed is not eligible"
+    assert choose([[None], [float("nan")]]) is None
+
+
+def test_grid_points_are_in_a_canonical_order():
+    points = grid_points({"lr_factor": [3.0, 0.3, 1.0], "augment": ["none", "light"]})
+    assert len(points) == 6
+    assert points[0] == {"augment": "light", "lr_factor": 0.3}
+    assert [p["lr_factor"] for p in points[:3]] == [0.3, 1.0, 3.0]
+
+
+def test_default_grid_gives_every_trained_arm_three_learning_rates_around_its_own_default():
+    raw = tiny_suite_dict(strategies=["scratch", "frozen", "full"], datasets=[{"name": "digits", "sizes": [5]}])
+    del raw["tuning"]
+    raw["training"] = {**raw["training"], "lr": {"scratch": 1e-3, "full": 1e-4}}
+    plan = suite_from_dict(raw).plan()
+    lrs = {arm.label.split()[1]: [p["lr"] for p in arm.points] for arm in plan.arms}
+    assert lrs["scratch"] == pytest.approx([3e-4, 1e-3, 3e-3])
+    assert lrs["full"] == pytest.approx([3e-5, 1e-4, 3e-4])
+    # The probe sweeps its own L2 strength: no learning-rate grid for it, one cell per seed.
+    assert not any("frozen" in arm.label for arm in plan.arms)
+    assert [c.strategy for c in plan.cells] == ["frozen"]
+
+
+def test_tuning_off_and_strategy_specific_grids():
+    assert not _tuned_suite(tuning=False).plan().arms
+    plan = _tuned_suite(tuning={"grid": {"all": {"lr_factor": [0.3, 3.0]}, "full": {"weight_decay": [0.0, 0.1]}}}).plan()
+    sizes = {arm.label.split()[1]: len(arm.points) for arm in plan.arms}
+    assert sizes == {"scratch": 2, "full": 4}
+
+
+@pytest.mark.parametrize("tuning, message", [
+    ({"grid": {"all": {"lr_factr": [1.0]}}}, "did you mean 'lr_factor'"),
+    ({"grid": {"all": {"lr_factor": [0]}}}, "positive"),
+    ({"grid": {"all": {"augment": ["heavy"]}}}, "augment"),
+    ({"grid": {"all": {"epochs": []}}}, "non-empty"),
+    ({"grid": {"fullish": {"lr_factor": [1.0]}}}, "unknown strategy"),
+])
+def test_bad_grids_are_one_line_errors(tuning, message):
+    with pytest.raises(SuiteError) as error:
+        _tuned_suite(tuning=tuning)
+    assert message in str(error.value) and "tuning" in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_the_chosen_point_runs_on_every_seed_and_the_sweep_is_reused(tmp_path):
+    suite = _tuned_suite()
+    plan = suite.plan()
+    summary = run_suite(suite, results_dir=tmp_path, executor="inprocess")
+    assert summary.failed == 0
+    # 2 arms x (2 points on seed 0 + the chosen point on seed 1) + frozen on 2 seeds.
+    assert summary.planned == plan.final_count() == 8 and summary.ran == 8
+    with ResultStore(summary.store_path) as store:
+        frame = store.frame()
+    final, sweep = split_final(frame, [0, 1], [0])
+    chosen = selections(frame, [0])
+    assert set(chosen) == {arm.arm for arm in plan.arms}
+    for arm in plan.arms:
+        runs = final[final["arm"] == arm.arm]
+        assert sorted(runs["seed"]) == [0, 1] and runs["tuned"].nunique() == 1
+        on_seed0 = frame[(frame["arm"] == arm.arm) & (frame["seed"] == 0)]
+        assert runs["tuned"].iloc[0] == on_seed0.loc[on_seed0["val_acc"].idxmax(), "tuned"] or \
+            on_seed0["val_acc"].nunique() == 1
+    assert len(sweep) == 2 and set(sweep["seed"]) == {0}
+    summary_table = tuning_summary(frame, [0, 1], [0])
+    assert list(summary_table["grid_points"]) == [2, 2] and (summary_table["sweep_runs"] == 1).all()
+    again = run_suite(suite, results_dir=tmp_path, executor="inprocess")
+    assert again.ran == 0 and again.already_done == 8
+
+
+def test_swapping_the_test_labels_changes_no_selection(tmp_path, monkeypatch):
+    """Selection reads validation only: scrambled test labels move test accuracy, never a choice."""
+    suite = _tuned_suite(seeds=[0], tuning={"grid": {"all": {"lr_factor": [0.1, 1.0, 10.0]}}})
+    honest = run_suite(suite, results_dir=tmp_path / "honest", executor="inprocess")
+    original = bench.train.dataset_for
+
+    def scrambled(config):
+        dataset = original(config)
+        copy = bench.train.ImageDataset(**{**dataset.__dict__})
+        copy.test_labels = np.random.default_rng(0).permutation(dataset.test_labels)
+        return copy
+
+    monkeypatch.setattr(bench.train, "dataset_for", scrambled)
+    swapped = run_suite(suite, results_dir=tmp_path / "swapped", executor="inprocess")
+    frames = []
+    for summary in (honest, swapped):
+        with ResultStore(summary.store_path) as store:
+            frames.append(store.frame().set_index("run_id").sort_index())
+    assert selections(frames[0], [0]) == selections(frames[1], [0])
+    assert frames[0]["val_acc"].tolist() == pytest.approx(frames[1]["val_acc"].tolist())
+    assert frames[0]["test_acc"].tolist() != frames[1]["test_acc"].tolist()
