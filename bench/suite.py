@@ -29,7 +29,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$")
 _DURATION_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
 
 # Training settings that change how fast a run goes but not what it learns stay out of the id.
-_NOT_IN_ID = ("num_workers", "timeout", "eval_batch_size")
+_NOT_IN_ID = ("num_workers", "timeout", "eval_batch_size", "compile")
 
 
 def parse_duration(value: float | int | str | None) -> float | None:
@@ -72,6 +72,7 @@ class TrainingConfig(_Strict):
     amp: bool = True
     feature_cache: bool = Field(True, description="frozen: fit the head on features extracted once, un-augmented")
     channels_last: bool = True
+    compile: bool = Field(False, description="torch.compile the training forward pass (CUDA only)")
     num_workers: int = Field(2, ge=0)
 
     @field_validator("time_budget", "timeout", mode="before")

@@ -151,6 +151,8 @@ def fit(
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=training["label_smoothing"])
     amp, budget, patience = training["amp"], training.get("time_budget"), training.get("patience")
+    # Compilation pays back over many steps of one shape; evaluation keeps the eager module.
+    forward = torch.compile(model) if training.get("compile") and device.type == "cuda" else model
     history: list[EpochRecord] = []
     best_acc, best_state, since_best = None, None, 0
     images_seen, train_s, stopped_by, step = 0, 0.0, None, 0
@@ -165,7 +167,7 @@ def fit(
         seen = 0
         for images, labels in train_loader:
             with autocast(device, amp):
-                logits = model(images)
+                logits = forward(images)
                 loss = criterion(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -347,6 +349,7 @@ def _probe_into(spec: RunSpec, result: RunResult, dataset: ImageDataset, subset,
                 device: torch.device, features_dir, on_epoch: EpochCallback | None) -> None:
     """The linear probe: cached features, an L2 sweep chosen on validation, test on the chosen fit."""
     from bench.features import pool_features
+    from bench.logme import logme
     from bench.probe import sweep_probe
 
     training = spec.training
@@ -377,6 +380,7 @@ def _probe_into(spec: RunSpec, result: RunResult, dataset: ImageDataset, subset,
     result.details = {
         "probe_l2": probe.l2, "probe_path": probe.path, "features": features.key,
         "features_cached": features.cached, "extract_s": extract_s,
+        "logme": logme(features.train[subset.train], dataset.train_labels[subset.train]),
     }
 
     eval_started = time.perf_counter()

@@ -110,6 +110,7 @@ def test_a_frozen_run_stores_its_choice_and_shares_features_across_cells(tmp_pat
     first = run(by_key[("5", 0)], weights_file=pretrained, features_dir=tmp_path)
     assert first.status == "done", first.error
     assert first.details["probe_l2"] in L2_GRID and not first.details["features_cached"]
+    assert np.isfinite(first.details["logme"])
     assert first.trainable_params == 970  # 96 features x 10 classes + 10 biases
     others = [run(by_key[key], weights_file=pretrained, features_dir=tmp_path) for key in [("20", 0), ("5", 1)]]
     assert all(r.status == "done" and r.details["features_cached"] for r in others)
