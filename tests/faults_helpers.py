@@ -35,6 +35,8 @@ def scratch_suite(name: str = "faults", *, sizes: list[Any] | None = None, seeds
         "strategies": ["scratch"],
         "seeds": seeds if seeds is not None else [0, 1],
         "training": {**TINY_TRAINING, **training},
+        # One configuration per arm: these tests count cells, and the sweep has tests of its own.
+        "tuning": False,
         "device": "cpu",
     }
 
