@@ -13,10 +13,16 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Declared here rather than in pyproject.toml, whose checksum decides when the venv is rebuilt.
+    config.addinivalue_line("markers", "fuzz: property tests of hundreds to thousands of examples, a minute or so each")
+
+
 TINY_TRAINING: dict[str, Any] = {
     "epochs": 1,
     # The default floor of optimizer steps would make every tiny run a long one.
-    "min_steps": 2,
+    "min_steps": 1,
     "batch_size": 16,
     "image_size": 16,
     "augment": "none",
