@@ -25,6 +25,7 @@ from torch import nn
 from bench.backbones import Backbone, build_backbone, count_parameters
 from bench.device import autocast, library_versions, peak_memory_mb, resolve_device, seed_everything
 from bench.data import ImageDataset, load_dataset, make_loader, select_subset
+from bench.data.folder import folder_fingerprint
 from bench.errors import BenchError
 from bench.health import NOT_CONVERGED, run_flags
 from bench.records import STATUS_DONE, EpochRecord, RunResult, RunSpec
@@ -75,13 +76,21 @@ def _shifted(on_epoch: EpochCallback | None, offset: int, later: int) -> EpochCa
 
 
 @lru_cache(maxsize=4)
-def _cached_dataset(config_json: str) -> ImageDataset:
-    # Several cells in one process (in-process executor, a pretrain stage) share one load.
+def _cached_dataset(config_json: str, folder_state: tuple[Any, ...]) -> ImageDataset:
+    # Several cells in one process (a warm worker, the in-process executor, a pretrain stage)
+    # share one load; ``folder_state`` is only part of the key.
     return load_dataset(json.loads(config_json))
 
 
 def dataset_for(config: dict[str, Any]) -> ImageDataset:
-    return _cached_dataset(json.dumps(config, sort_keys=True))
+    """The dataset a config names, loaded once per process while its image folder stays the same.
+
+    A process that runs many cells must see what a fresh process would: a folder that gained,
+    lost or renamed files (or vanished) since the last load is loaded again.
+    """
+    folder = config.get("path")
+    state = folder_fingerprint(str(Path(folder).expanduser())) if folder else ()
+    return _cached_dataset(json.dumps(config, sort_keys=True), state)
 
 
 # -- the loop ------------------------------------------------------------------------------

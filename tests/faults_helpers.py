@@ -13,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+from PIL import Image
 
 from bench.executors import group_has_live_member
 from bench.suite import suite_from_dict
@@ -155,3 +157,16 @@ def assert_store_sound(db: Path) -> dict[str, dict[str, Any]]:
 
 def finished(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {run_id: row for run_id, row in rows.items() if row["status"] in ("done", "failed")}
+
+
+def image_folder(root: Path, classes: int = 3, per_class: int = 12) -> Path:
+    """Class folders of 12x12 PNGs, each class brightest in its own channel."""
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)
+            pixels[..., c % 3] = 200
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
