@@ -2,7 +2,8 @@
 
 Given an image folder or a dataset name, it builds a suite with sensible defaults (scratch
 and the transfer strategies, a few sizes up to ``all`` that every class can supply, three
-seeds), which then runs resumably like any other suite.
+seeds), sized so the whole check fits a stated time on this machine, which then runs
+resumably like any other suite.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.suite import Suite, suite_from_dict
+
+if TYPE_CHECKING:
+    from bench.estimate import Estimate
 
 DEFAULT_BACKBONE = "resnet18"
 DEFAULT_SIZES = (5, 10, 25, 50, 100)
@@ -31,9 +35,23 @@ class CheckPlan:
 
 def dataset_entry(data: str) -> dict[str, Any]:
     """An existing folder is an image folder; anything else is a registered dataset name."""
+    import difflib
+
+    from bench.data import list_datasets
+    from bench.errors import DataError
+
     path = Path(data).expanduser()
     if path.exists() or "/" in data or data.startswith("."):
         return {"name": "imagefolder", "path": str(path)}
+    known = list_datasets()
+    if data.lower() not in known:
+        # A bare word is as likely a folder name as a dataset name: say it is neither.
+        close = difflib.get_close_matches(data.lower(), known, n=1, cutoff=0.6)
+        hint = f" (did you mean dataset {close[0]!r}?)" if close else ""
+        raise DataError(
+            f"--data {data!r}: folder {path.resolve()} does not exist, and no dataset has that name{hint}; "
+            "see 'transfer-bench list datasets'"
+        )
     return {"name": data}
 
 
@@ -97,3 +115,89 @@ def build_check(
 def _check_name(entry: dict[str, Any]) -> str:
     base = Path(entry["path"]).name if entry["name"] == "imagefolder" else entry["name"]
     return "check-" + (re.sub(r"[^A-Za-z0-9_.-]", "-", base).strip("-.") or "data")[:50]
+
+
+# -- sized to the machine -----------------------------------------------------------------
+
+# What a whole check may take by default: a coffee on a CPU, an afternoon on a GPU.
+DEFAULT_TIME_LIMIT_S = {"cpu": 15 * 60.0, "gpu": 2 * 3600.0}
+# Inputs tried, largest first, before training is cut short: a run's cost falls with the
+# square of the side, and pretrained features still transfer at these sizes.
+SMALLER_IMAGE_SIZES = (160, 128, 96, 64)
+# Below this a run is mostly start-up; the check says so rather than shrinking further.
+MIN_RUN_BUDGET_S = 10.0
+# Per-cell costs outside the training loop (start-up, evaluation) that a run budget does not cap.
+RUN_BUDGET_SHARE = 0.8
+
+
+@dataclass
+class SizedCheck:
+    """A check fitted to a total time limit: the plan, its estimate and what was changed to fit."""
+
+    plan: CheckPlan
+    estimate: Estimate
+    limit_s: float
+    changes: list[str]
+
+    @property
+    def fits(self) -> bool:
+        return self.estimate.seconds <= self.limit_s
+
+
+def default_time_limit(device_label: str) -> float:
+    return DEFAULT_TIME_LIMIT_S["cpu" if device_label == "cpu" else "gpu"]
+
+
+def size_check(
+    data: str,
+    *,
+    limit_s: float | None,
+    results_dir: str | Path,
+    **options: Any,
+) -> SizedCheck:
+    """Build the check, then shrink what the user left at its default until the estimate fits ``limit_s``.
+
+    In order: a smaller input size, fewer sizes on the learning curve (the two smallest and
+    ``all`` stay), then a cap on each run's training time. Options the user set are never
+    changed; if the check still does not fit, the caller says so. Weights are checked before
+    anything is timed.
+    """
+    from bench.estimate import estimate_suite, format_duration
+    from bench.suite import check_weights
+
+    def build(**overrides: Any) -> tuple[CheckPlan, Estimate]:
+        plan = build_check(data, **{**options, **overrides})
+        return plan, estimate_suite(plan.suite, results_dir=results_dir)
+
+    plan = build_check(data, **options)
+    check_weights(plan.suite)
+    estimate = estimate_suite(plan.suite, results_dir=results_dir)
+    limit_s = limit_s if limit_s is not None else default_time_limit(estimate.device)
+    overrides: dict[str, Any] = {}
+    changes: list[str] = []
+
+    if estimate.seconds > limit_s and options.get("image_size") is None:
+        native = next((s.pixels for s in estimate.speeds if s.pixels), None)
+        for side in (s for s in SMALLER_IMAGE_SIZES if native is None or s < native):
+            overrides["image_size"] = side
+            plan, estimate = build(**overrides)
+            if estimate.seconds <= limit_s:
+                break
+        if "image_size" in overrides:
+            changes.append(f"image size {native or 'native'} -> {overrides['image_size']} px (--image-size)")
+
+    sizes = plan.suite.datasets[0].sizes
+    numeric = [s for s in sizes if s != "all"]
+    if estimate.seconds > limit_s and options.get("sizes") is None and len(numeric) > 2:
+        overrides["sizes"] = [*numeric[:2], *(["all"] if "all" in sizes else [])]
+        plan, estimate = build(**overrides)
+        changes.append(f"sizes {', '.join(map(str, sizes))} -> {', '.join(map(str, overrides['sizes']))} (--sizes)")
+
+    if estimate.seconds > limit_s and options.get("budget") is None:
+        runs = max(1, estimate.cells + estimate.stages)
+        per_run = max(MIN_RUN_BUDGET_S, RUN_BUDGET_SHARE * limit_s / runs)
+        overrides["budget"] = per_run
+        plan, estimate = build(**overrides)
+        changes.append(f"at most {format_duration(per_run)} of training per run (--run-budget); "
+                       "runs it cuts short are flagged undertrained")
+    return SizedCheck(plan=plan, estimate=estimate, limit_s=limit_s, changes=changes)

@@ -58,7 +58,7 @@ def test_check_end_to_end_prints_the_verdict_and_writes_the_report(image_folder,
         "--results-dir", str(tmp_path / "results"), "--reports-dir", str(tmp_path / "reports"),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "1 problem(s) in the data" in done.stderr and "broken.png" in done.stderr
     # Three trained arms sweep three learning rates on seed 0 and rerun the chosen one on seed 1;
     # the probe runs once per seed: (3 x (3 + 1) + 2) x 2 sizes.
@@ -86,3 +86,25 @@ def _env():
     import os
 
     return {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+
+
+def test_check_shrinks_only_what_the_user_left_at_its_default_to_fit_the_time_limit(image_folder, tmp_path):
+    from bench.check import MIN_RUN_BUDGET_S, SMALLER_IMAGE_SIZES, size_check
+
+    options = dict(backbone="test_resnet", weights="none", seeds=2, device="cpu")
+    roomy = size_check(str(image_folder), limit_s=1e9, results_dir=tmp_path, **options)
+    assert roomy.fits and roomy.changes == []
+    assert roomy.plan.suite.training.image_size is None
+
+    # No check fits in a second: every default gives way, in order, and the check says it still does not fit.
+    tight = size_check(str(image_folder), limit_s=1.0, results_dir=tmp_path, **options)
+    assert not tight.fits
+    assert [c.split()[0] for c in tight.changes] == ["image", "at"]  # sizes were already two plus all
+    training = tight.plan.suite.training
+    assert training.image_size == SMALLER_IMAGE_SIZES[-1]
+    assert training.time_budget == MIN_RUN_BUDGET_S
+    assert tight.estimate.seconds < roomy.estimate.seconds
+
+    chosen = size_check(str(image_folder), limit_s=1.0, results_dir=tmp_path, image_size=24, budget=30.0, **options)
+    assert chosen.changes == []
+    assert chosen.plan.suite.training.image_size == 24 and chosen.plan.suite.training.time_budget == 30.0

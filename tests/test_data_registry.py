@@ -15,7 +15,7 @@ from bench.data.synthetic import SHAPES, draw_shapes
 from bench.errors import DataError
 
 ALL_NAMES = {
-    "digits", "shapes", "imagefolder", "cifar10", "cifar100", "flowers102", "oxfordiiitpet",
+    "digits", "shapes", "rendered_digits", "imagefolder", "cifar10", "cifar100", "flowers102", "oxfordiiitpet",
     "dtd", "eurosat", "stl10", "svhn", "food101", "fgvcaircraft", "mnist", "fashionmnist",
 }
 

@@ -1,6 +1,6 @@
 """The dataset record, its config, and the name -> builder table every lookup goes through.
 
-Builders live in ``synthetic``, ``folder`` and ``tvsets``; each declares its own ``DATASETS``
+Builders live in ``synthetic``, ``rendered``, ``folder`` and ``tvsets``; each declares its own ``DATASETS``
 so a name is defined in exactly one place. They are imported on first lookup, and none of them
 imports torchvision at module level, so listing or validating names stays cheap.
 """
@@ -24,7 +24,7 @@ DEFAULT_ROOT = "~/.cache/transfer-bench/datasets"
 ROOT_ENV = "TRANSFER_BENCH_DATA"
 SPLITS = ("train", "test")
 
-_BUILDER_MODULES = ("bench.data.synthetic", "bench.data.folder", "bench.data.tvsets")
+_BUILDER_MODULES = ("bench.data.synthetic", "bench.data.rendered", "bench.data.folder", "bench.data.tvsets")
 
 
 @dataclass(frozen=True)
