@@ -1,6 +1,7 @@
-# Two entry points, each setting itself up on a fresh machine:
+# Entry points, each setting itself up on a fresh machine:
 #   make quick   run suites/quick.yaml and render reports/quick/
 #   make test    run the test suite
+#   make faults  kill the driver again and again and count what was lost (several minutes)
 # The virtual environment lives in .venv/ and is rebuilt only when pyproject.toml changes.
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ VENV := .venv
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: quick test install clean
+.PHONY: quick test faults install clean
 
 install: $(STAMP)
 
@@ -27,6 +28,10 @@ quick: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
+
+# SIGKILL the driver 60 times, mostly while cells train; prints lost / duplicated / half-written / orphan counts.
+faults: $(STAMP)
+	$(VENV)/bin/python -m tests.kill_driver --kills 60
 
 clean:
 	rm -rf results/*.db* results/pretrained reports/*/

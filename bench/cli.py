@@ -16,6 +16,16 @@ from bench.errors import BenchError
 
 DEFAULT_SUITE = Path("suites/quick.yaml")
 
+# Exit statuses, the same for every command; scripts and schedulers read them.
+EXIT_DONE, EXIT_FAILED_CELLS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_CODES = (
+    "\b\nExit status:\n"
+    "  0    every cell done\n"
+    "  1    the suite ran, but some cells failed (their errors are in the store and the report)\n"
+    "  2    usage, suite, data or store error: one line on stderr, no traceback\n"
+    "  130  interrupted, even by the single Ctrl-C that lets running cells finish"
+)
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -24,20 +34,22 @@ app = typer.Typer(
         "Does transfer learning pay on your data? Cross backbones x dataset sizes x strategies "
         "(scratch, frozen, partial, full) x seeds into training runs, keep every result in "
         "results/<suite>.db, and render the verdict into reports/<suite>/.\n\n"
-        "Start with:  transfer-bench run suites/quick.yaml   (then open reports/quick/index.html)"
+        "Start with:  transfer-bench run suites/quick.yaml   (then open reports/quick/index.html)\n\n"
+        + EXIT_CODES
     ),
 )
-list_app = typer.Typer(help="Discover names a suite can use: backbones, datasets, strategies.", no_args_is_help=True)
+list_app = typer.Typer(help="Discover names a suite can use (backbones, datasets, strategies) and shipped suites.", no_args_is_help=True)
 app.add_typer(list_app, name="list")
 
 
 def _fail(exc: BaseException) -> None:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
+    text = " ".join(str(exc).splitlines())  # one line, whatever the message holds
+    typer.echo(f"error: {text}", err=True)
+    raise typer.Exit(EXIT_USAGE)
 
 
 def _guard(fn):
-    """Turn BenchError into one line and exit status 2."""
+    """Turn BenchError into one line and exit status 2, and Ctrl-C into exit status 130."""
     import functools
 
     @functools.wraps(fn)
@@ -46,6 +58,9 @@ def _guard(fn):
             return fn(*args, **kwargs)
         except BenchError as exc:
             _fail(exc)
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper
 
@@ -66,7 +81,7 @@ def _resolve_db(target: str, results_dir: Path) -> tuple[Path, str]:
 # -- run / plan ---------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 @_guard
 def run(
     suite_file: Path = typer.Argument(DEFAULT_SUITE, metavar="SUITE", help="Suite YAML file."),
@@ -83,10 +98,12 @@ def run(
     report: bool = typer.Option(True, "--report/--no-report", help="Render the report when the suite ends."),
 ) -> None:
     """Run every cell of SUITE not yet done (resumable: re-running skips finished cells)."""
-    from bench.runner import run_suite
+    from bench.runner import preflight, run_suite
     from bench.suite import load_suite
 
     suite = load_suite(suite_file)
+    preflight(suite, results_dir)
+    _estimate_line(suite, results_dir, retry_failed=retry_failed or force)
     observer = _ProgressBars()
     try:
         summary = run_suite(
@@ -97,7 +114,7 @@ def run(
     except KeyboardInterrupt:
         observer.close()
         typer.echo("interrupted: finished runs are saved; run the same command again to resume", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(EXIT_INTERRUPTED)
     observer.close()
     state = "interrupted" if summary.interrupted else "finished"
     typer.echo(
@@ -106,8 +123,29 @@ def run(
     )
     for run_id, error in summary.failures[:10]:
         typer.echo(f"  failed {run_id}: {error}", err=True)
+    if summary.already_failed:
+        typer.echo(f"  {summary.already_failed} cell(s) failed in an earlier run; --retry-failed runs them again",
+                   err=True)
     if report:
-        _render(summary.store_path, reports_dir / suite.name)
+        _render_after_run(summary, reports_dir / suite.name)
+    raise typer.Exit(_run_status(summary))
+
+
+def _run_status(summary: Any) -> int:
+    """The exit status of a run: interrupted beats failed cells, which beat success."""
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED_CELLS if summary.failed or summary.already_failed else EXIT_DONE
+
+
+def _render_after_run(summary: Any, out: Path) -> None:
+    """The report once a suite stops; after an interruption a report that cannot be made is only a note."""
+    try:
+        _render(summary.store_path, out)
+    except BenchError as exc:
+        if not summary.interrupted:
+            raise
+        typer.echo(f"no report: {exc}", err=True)
 
 
 @app.command()
@@ -116,17 +154,24 @@ def plan(
     suite_file: Path = typer.Argument(DEFAULT_SUITE, metavar="SUITE", help="Suite YAML file."),
     results_dir: Path = typer.Option(Path("results"), help="Where results/<suite>.db lives."),
     limit: int = typer.Option(50, help="Rows of the table to show (0: all)."),
+    estimate: bool = typer.Option(True, "--estimate/--no-estimate", help="Estimate the wall time (may time a few training steps)."),
 ) -> None:
-    """Show the expanded matrix (count, table, cells already done) without running anything."""
-    from bench.runner import check_sizes, store_path_for
+    """Show the expanded matrix (count, table, cells already done), downloads and an estimated wall time; run nothing."""
+    from bench.estimate import survey_data
+    from bench.runner import preflight, store_path_for
     from bench.store import ResultStore
     from bench.suite import load_suite
 
     suite = load_suite(suite_file)
-    check_sizes(suite)
+    preflight(suite, results_dir)
+    survey = survey_data(suite)
     planned = suite.plan()
     path = store_path_for(suite, results_dir)
-    statuses = ResultStore(path, readonly=True).statuses() if path.is_file() else {}
+    statuses: dict[str, str] = {}
+    if path.is_file():
+        # Closed at once: a connection left to the garbage collector can leave WAL files behind.
+        with ResultStore(path, readonly=True) as store:
+            statuses = store.statuses()
     known = planned.runnable
     done = sum(statuses.get(c.run_id) == "done" for c in known)
     failed = sum(statuses.get(c.run_id) == "failed" for c in known)
@@ -157,6 +202,38 @@ def plan(
     if len(suite.seeds) < MIN_PAIRS_FOR_CALL:
         typer.echo(f"warning: {len(suite.seeds)} seed(s) cannot support any verdict: a call needs at least "
                    f"{MIN_PAIRS_FOR_CALL} paired seeds (5 or more give intervals worth quoting)", err=True)
+    _plan_costs(suite, survey, statuses, results_dir, estimate)
+
+
+def _plan_costs(suite, survey, statuses: dict[str, str], results_dir: Path, estimate: bool) -> None:
+    """What a first run downloads, and how long the cells still to run should take."""
+    from bench.estimate import downloads, estimate_suite, format_bytes, missing_hub_weights
+
+    fetch = [(f"{d.name} ({format_bytes(d.download_bytes)})", d.download_bytes, str(d.root)) for d in downloads(survey)]
+    fetch += [(f"{w.backbone} {w.weights} ({format_bytes(w.approx_bytes)})", w.approx_bytes, w.where)
+              for w in missing_hub_weights(suite)]
+    for where in dict.fromkeys(place for _, _, place in fetch):
+        names = [text for text, _, place in fetch if place == where]
+        typer.echo(f"download on the first run into {where}: {', '.join(names)}")
+    if fetch:
+        total = sum(size or 0 for _, size, _ in fetch)
+        typer.echo(f"download: {format_bytes(total)} in all; offline, put the files there first or use weights file:PATH")
+    if not estimate:
+        return
+    result = estimate_suite(suite, results_dir=results_dir, statuses=statuses, survey=survey)
+    typer.echo(result.line())
+    for speed in result.speeds:
+        typer.echo(f"  {speed.describe()}")
+
+
+def _estimate_line(suite, results_dir: Path, *, retry_failed: bool) -> None:
+    """One line of estimate as a run starts; a run never waits on a failed estimate."""
+    from bench.estimate import estimate_suite
+
+    try:
+        typer.echo(estimate_suite(suite, results_dir=results_dir, retry_failed=retry_failed).line())
+    except BenchError as exc:
+        typer.echo(f"estimate: unavailable ({exc})", err=True)
 
 
 def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
@@ -212,7 +289,7 @@ def report(
 def export(
     target: str = typer.Argument(..., metavar="SUITE_OR_DB", help="A suite file, a suite name, or a results .db file."),
     format: str = typer.Option("csv", "--format", "-f", help="csv or parquet."),
-    out: Optional[Path] = typer.Option(None, help="Output file (default next to the store)."),
+    out: Optional[Path] = typer.Option(None, help="Output file (default next to the store); - writes CSV to stdout."),
     results_dir: Path = typer.Option(Path("results"), help="Where results/<suite>.db lives."),
 ) -> None:
     """Write one row per run (grid coordinates, status, metrics, times, parameter counts)."""
@@ -220,9 +297,15 @@ def export(
 
     if format not in ("csv", "parquet"):
         raise BenchError(f"--format {format!r}: use csv or parquet")
+    to_stdout = out is not None and str(out) == "-"
+    if to_stdout and format != "csv":
+        raise BenchError(f"--out -: stdout takes csv; write --format {format} to a file")
     db, _ = _resolve_db(target, results_dir)
     with ResultStore(db, readonly=True) as store:
         frame = store.frame()
+    if to_stdout:
+        frame.to_csv(sys.stdout, index=False)
+        return
     destination = out or db.with_suffix(f".{format}")
     if format == "csv":
         frame.to_csv(destination, index=False)
@@ -234,7 +317,7 @@ def export(
     typer.echo(f"{len(frame)} runs -> {destination}")
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 @_guard
 def check(
     data: str = typer.Option(..., "--data", "-d", help="An image folder (train/ and test/ of class folders, or class folders) or a dataset name."),
@@ -242,7 +325,8 @@ def check(
     weights: str = typer.Option("hub", help="hub, hub:TAG or file:PATH (offline: a local state dict)."),
     sizes: Optional[str] = typer.Option(None, help="Comma list of per-class sizes, fractions or all (default: a few up to all)."),
     seeds: int = typer.Option(3, min=1, help="Seeds per cell; the verdict pairs transfer and scratch by seed."),
-    budget: Optional[str] = typer.Option(None, help="Training time budget per run, e.g. 90s, 10m."),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", help="Wall time for the whole check, e.g. 15m, 2h (default 15m on a CPU, 2h on a GPU). Defaults you did not set shrink to fit: input size, then sizes, then training per run."),
+    run_budget: Optional[str] = typer.Option(None, "--run-budget", help="Training time per run, e.g. 90s (a cap on each run, not on the check)."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per run (default 10)."),
     min_steps: Optional[int] = typer.Option(None, min=1, help="Optimizer steps every run makes at least (default 200)."),
     tuning: bool = typer.Option(True, help="Sweep three learning rates per arm on the first seed, chosen on validation."),
@@ -256,14 +340,23 @@ def check(
     reports_dir: Path = typer.Option(Path("reports"), help="Where reports/<name>/ is written."),
 ) -> None:
     """Does transfer beat scratch on new data? Runs an ad-hoc suite resumably and prints the verdict."""
-    from bench.check import build_check
+    from bench.check import size_check
+    from bench.estimate import format_duration
     from bench.runner import run_suite
+    from bench.suite import parse_duration
 
     size_list = [_size(s) for s in sizes.split(",")] if sizes else None
-    plan = build_check(
-        data, backbone=backbone, weights=weights, sizes=size_list, seeds=seeds, budget=budget, epochs=epochs,
-        min_steps=min_steps, tuning=tuning, image_size=image_size, batch_size=batch_size, device=device, name=name,
+    try:
+        limit_s = parse_duration(time_limit)
+        run_budget_s = parse_duration(run_budget)
+    except ValueError as exc:
+        raise BenchError(f"--time-limit/--run-budget: {exc}") from None
+    sized = size_check(
+        data, limit_s=limit_s, results_dir=results_dir, backbone=backbone, weights=weights, sizes=size_list,
+        seeds=seeds, budget=run_budget_s, epochs=epochs, min_steps=min_steps, tuning=tuning, image_size=image_size,
+        batch_size=batch_size, device=device, name=name,
     )
+    plan = sized.plan
     if plan.problems:
         typer.echo(f"{len(plan.problems)} problem(s) in the data, skipped:", err=True)
         for problem in plan.problems[:20]:
@@ -273,16 +366,23 @@ def check(
     suite = plan.suite
     typer.echo(f"{suite.name}: {plan.classes} classes (smallest has {plan.smallest_class} training images), "
                f"sizes {suite.datasets[0].sizes}, {len(suite.seeds)} seeds, backbone {backbone} ({weights})")
+    for change in sized.changes:
+        typer.echo(f"  to fit {format_duration(sized.limit_s).removeprefix('about ')}: {change}")
+    typer.echo(sized.estimate.line())
+    if not sized.fits:
+        typer.echo(f"warning: the estimate is over the {format_duration(sized.limit_s).removeprefix('about ')} "
+                   "time limit with the options you set; --time-limit raises it", err=True)
     observer = _ProgressBars()
     try:
         summary = run_suite(suite, results_dir=results_dir, executor=executor, jobs=jobs, observer=observer)
     except KeyboardInterrupt:
         observer.close()
         typer.echo("interrupted: finished runs are saved; run the same command again to resume", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(EXIT_INTERRUPTED)
     observer.close()
     typer.echo(f"{summary.done} done, {summary.failed} failed, {summary.already_done} already done -> {summary.store_path}")
-    _render(summary.store_path, reports_dir / suite.name)
+    _render_after_run(summary, reports_dir / suite.name)
+    raise typer.Exit(_run_status(summary))
 
 
 def _size(text: str) -> int | float | str:
@@ -299,7 +399,34 @@ def _size(text: str) -> int | float | str:
         raise BenchError(f"--sizes: {text!r} is not a size (use 10, 0.1 or all)") from None
 
 
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of suite files, for editors: transfer-bench schema > suites/suite.schema.json"""
+    import json
+
+    from bench.suitefiles import suite_json_schema
+
+    typer.echo(json.dumps(suite_json_schema(), indent=2))
+
+
 # -- list ---------------------------------------------------------------------------------
+
+
+@list_app.command("suites")
+@_guard
+def list_suites_command(
+    directory: Path = typer.Argument(Path("suites"), help="Folder of suite files."),
+) -> None:
+    """Suite files in a folder: name, cells once every sweep has chosen, description."""
+    from bench.suitefiles import list_suites
+
+    rows = []
+    for entry in list_suites(directory):
+        if entry.error:
+            rows.append((str(entry.path), entry.name, "-", f"does not load: {entry.error}"))
+        else:
+            rows.append((str(entry.path), entry.name, str(entry.cells), entry.description))
+    typer.echo(_table(("file", "name", "cells", "description"), rows) if rows else f"no suite files in {directory}")
 
 
 @list_app.command("backbones")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Past this a message is reprinting a value, not naming it.
+_MAX_MESSAGE = 2000
+
 
 class BenchError(Exception):
     """A user-facing problem: bad input, a missing file, an unusable results folder."""
@@ -18,7 +21,7 @@ class SuiteError(BenchError):
         self.field = field
         self.value = value
         where = ": ".join(part for part in (file, field) if part)
-        super().__init__(f"{where}: {message}" if where else message)
+        super().__init__(_one_line(f"{where}: {message}" if where else message))
 
 
 class StoreError(BenchError):
@@ -35,3 +38,9 @@ class WeightsError(BenchError):
 
 class ReportError(BenchError):
     """A report that cannot be rendered from what the store holds."""
+
+
+def _one_line(text: str) -> str:
+    """A message as one line of bounded length."""
+    text = " ".join(text.splitlines())
+    return text if len(text) <= _MAX_MESSAGE else f"{text[:_MAX_MESSAGE]}... ({len(text):,} characters)"

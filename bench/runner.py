@@ -22,8 +22,8 @@ from typing import Any, Protocol
 from bench.errors import StoreError, SuiteError
 from bench.executors import ABANDONED, Executor, Job, Message, Outcome, make_executor
 from bench.records import STATUS_DONE, STATUS_FAILED, RunResult, RunSpec
-from bench.store import ResultStore, owner_id, retire_owner
-from bench.suite import Suite
+from bench.store import ResultStore, check_store_path, owner_id, retire_owner
+from bench.suite import Suite, check_weights
 from bench.tuning import choose
 
 HEARTBEAT_S = 60.0
@@ -60,6 +60,8 @@ class RunSummary:
     ran: int = 0
     done: int = 0
     failed: int = 0
+    # Cells that failed in an earlier run and were not run again (no --retry-failed).
+    already_failed: int = 0
     interrupted: bool = False
     wall_s: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -67,6 +69,13 @@ class RunSummary:
 
 def store_path_for(suite: Suite, results_dir: str | Path = "results") -> Path:
     return Path(results_dir) / f"{suite.name}.db"
+
+
+def preflight(suite: Suite, results_dir: str | Path = "results") -> None:
+    """What a run would refuse before its first cell, found without writing anything: the results
+    path and store, and every weights source. ``plan`` calls it to refuse what ``run`` would."""
+    check_store_path(store_path_for(suite, results_dir))
+    check_weights(suite)
 
 
 def check_sizes(suite: Suite) -> None:
@@ -108,6 +117,7 @@ def run_suite(
     started = time.time()
     observer = observer or SilentObserver()
     check_sizes(suite)
+    check_weights(suite)
     plan = suite.plan()
     cells = plan.runnable
     path = store_path_for(suite, results_dir)
@@ -129,6 +139,12 @@ def run_suite(
             todo += [c for c in store.pending(finals, retry_failed=retry_failed, force=force) if c.run_id not in queued]
             planned = plan.final_count()
             summary = RunSummary(store_path=path, planned=planned, already_done=planned - len(todo) - waiting)
+            statuses = store.statuses()
+            queued = {c.run_id for c in todo}
+            summary.already_failed = sum(
+                statuses.get(c.run_id) == STATUS_FAILED for c in {c.run_id: c for c in [*cells, *finals]}.values()
+                if c.run_id not in queued
+            )
             observer.suite_started(suite, planned, summary.already_done, len(todo) + waiting)
             driver = _Driver(store, built, observer, summary, cache, retry_failed, force, oom_retry, started)
             driver.features_dir = Path(results_dir) / "features"

@@ -3,18 +3,25 @@
 The driver process is the only writer. Cells are claimed before they run (``status =
 'running'``, owner and heartbeat) so two drivers on one suite never run a cell twice, and a
 claim whose owner died is free again. Readers (report, export) use WAL snapshots and never
-block the writer. This module must not import torch.
+block the writer, and can read a store they may not write.
+
+A store says what it is in its header (``application_id`` and ``user_version``), so a file
+that is not one, or is from a newer version, is refused before SQLite writes a byte of it.
+This module must not import torch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import socket
 import sqlite3
 import time
+import traceback
+import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -96,6 +103,212 @@ ALTER TABLE runs ADD COLUMN tuned TEXT
 _MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_V2, _SCHEMA_V3)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
+# Written into every store's header (bytes 68-71) when it is made, so a store is told apart from
+# any other SQLite file by reading 100 bytes, without letting SQLite touch the file.
+APPLICATION_ID = int.from_bytes(b"tfbn", "big")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+# Stores written before the header carried the application id are recognised by these columns.
+_LEGACY_TABLES = {
+    "runs": {"run_id", "suite", "status", "spec", "training_version"},
+    "epochs": {"run_id", "epoch"},
+    "meta": {"key", "value"},
+}
+# SQLite maps its WAL index in 32 KiB regions: a smaller -shm file was never usable by any connection.
+_SHM_REGION = 32 * 1024
+_FIX = "move it aside or choose another --results-dir"
+
+# What reading a damaged file raises: SQLite's errors, and text that is not UTF-8 (even in SQLite's own messages).
+_DAMAGE = (sqlite3.Error, UnicodeDecodeError)
+
+
+def check_store_path(path: str | os.PathLike[str]) -> None:
+    """Raise the StoreError that opening ``path`` for a run would raise, without writing anything.
+
+    Covers the results folder (creatable, a folder, writable) and an existing file (an
+    undamaged transfer-bench store of a version this one reads, writable); ``plan`` calls it so
+    that it refuses what ``run`` would.
+    """
+    path = Path(path)
+    folder = path.parent
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != folder:
+        if not existing.is_dir():
+            raise StoreError(f"{folder}: cannot create results folder: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise StoreError(f"{folder}: cannot create results folder: {existing} is not writable")
+        return
+    if not folder.is_dir():
+        raise StoreError(f"{folder}: results folder is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StoreError(f"{folder}: results folder is not writable")
+    if path.exists() or path.is_symlink():
+        if not path.is_file():
+            raise StoreError(f"{path}: not a file, so not a results store; {_FIX}")
+        ResultStore(path, readonly=True).close()  # recognised, of a version this one reads, undamaged
+        if not os.access(path, os.W_OK):
+            raise StoreError(f"{path}: results store is read-only")
+
+
+def _recognise(path: Path) -> int:
+    """The schema version of the store at ``path``; StoreError for anything that is not one we can use.
+
+    Reads the header's bytes directly; only a file from before the header carried the
+    application id is opened with SQLite, as immutable or read-only, which writes nothing.
+    """
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(100)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot read results store: {_os_reason(exc)}") from exc
+    if not header:
+        raise StoreError(f"{path}: empty file (0 bytes), not a transfer-bench results store; {_FIX}")
+    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
+        raise StoreError(f"{path}: not a transfer-bench results store (not an SQLite database); {_FIX}")
+    version = int.from_bytes(header[60:64], "big")
+    application = int.from_bytes(header[68:72], "big")
+    if application == APPLICATION_ID:
+        if version < 1:
+            raise StoreError(f"{path}: results store has no schema version; it is damaged, restore it from a copy")
+    elif application == 0:
+        _check_legacy_tables(path)
+    else:
+        raise StoreError(
+            f"{path}: not a transfer-bench results store (an SQLite database of another application, "
+            f"id {application:#010x}); {_FIX}"
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreError(_newer(path, version))
+    return version
+
+
+def _check_legacy_tables(path: Path) -> None:
+    """Refuse an SQLite file without the tables of a results store (a foreign or empty database)."""
+    # With no WAL beside it nothing is writing the file, and immutable mode reads it without
+    # creating a WAL, a lock or a byte; with one, a read-only connection shares it.
+    mode = "mode=ro" if Path(f"{path}-wal").exists() else "immutable=1"
+    try:
+        db = sqlite3.connect(_uri(path, mode), uri=True)
+        try:
+            names = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            columns = {
+                name: {row[1] for row in db.execute(f"PRAGMA table_info({_quote(name)})")}
+                for name in names if name in _LEGACY_TABLES
+            }
+        finally:
+            db.close()
+    except _DAMAGE as exc:
+        _release(exc)
+        raise StoreError(f"{path}: cannot read results store: {_sqlite_reason(exc)}") from exc
+    if not names:
+        raise StoreError(f"{path}: an SQLite database with no tables, not a transfer-bench results store; {_FIX}")
+    for table, needed in _LEGACY_TABLES.items():
+        if table not in columns:
+            shown = ", ".join(sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+            raise StoreError(
+                f"{path}: not a transfer-bench results store (no '{table}' table; its tables: {shown}); {_FIX}"
+            )
+        missing = needed - columns[table]
+        if missing:
+            raise StoreError(
+                f"{path}: not a transfer-bench results store (its '{table}' table has no "
+                f"{', '.join(sorted(missing))}); {_FIX}"
+            )
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_columns(version: int) -> dict[str, frozenset[str]]:
+    """The columns of each table of a store at schema ``version``, from the migrations themselves."""
+    db = sqlite3.connect(":memory:")
+    try:
+        for migration in _MIGRATIONS[:version]:
+            for statement in migration.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {t: frozenset(row[1] for row in db.execute(f"PRAGMA table_info({t})")) for t in tables}
+    finally:
+        db.close()
+
+
+def _release(exc: BaseException) -> None:
+    """Free the cursors an error's traceback holds: while one lives its connection cannot really
+    close, and the WAL files SQLite made stay beside the store."""
+    traceback.clear_frames(exc.__traceback__)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _newer(path: Path, version: int) -> str:
+    return f"{path}: store schema v{version} is newer than this transfer-bench (v{SCHEMA_VERSION}); upgrade it"
+
+
+def _uri(path: Path, query: str) -> str:
+    """An SQLite URI for a path, escaped so that '?', '#' and '%' in a name stay part of it."""
+    return f"file:{urllib.parse.quote(str(path.resolve()), safe='/')}?{query}"
+
+
+def _sidecars(path: Path) -> set[str]:
+    return {suffix for suffix in ("-wal", "-shm") if Path(f"{path}{suffix}").exists()}
+
+
+def _remove_unused_sidecars(path: Path, existed: set[str]) -> None:
+    """Remove a WAL and WAL index that a failed open made and no connection can be using.
+
+    Only files that were not there before, an empty WAL (nothing in it to lose) and an index
+    smaller than one mapped region (never usable) qualify, so another process's files are safe.
+    """
+    if existed:
+        return
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    try:
+        if wal.exists() and wal.stat().st_size:
+            return
+        if shm.exists() and shm.stat().st_size >= _SHM_REGION:
+            return
+        shm.unlink(missing_ok=True)
+        wal.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _temp_tag() -> str:
+    """A name part that says which process made a temporary file: host, pid, a unique token."""
+    return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+
+
+def _remove_stale_temporaries(folder: Path, name: str) -> None:
+    """Remove temporaries beside a store left by a process of this host that was killed."""
+    host = socket.gethostname()
+    try:
+        entries = list(folder.glob(f".{name}.*"))
+    except OSError:
+        return
+    for entry in entries:
+        kind, _, tag = entry.name[len(name) + 2:].partition("-")
+        if kind not in ("new", "probe"):
+            continue
+        for suffix in ("-journal", "-wal", "-shm"):
+            tag = tag.removesuffix(suffix)
+        parts = tag.rsplit(".", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or _pid_alive(int(parts[1])):
+            continue
+        with contextlib.suppress(OSError):
+            entry.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        pass
+    return True
+
 
 # Owners started by this process and not yet finished: a claim by this pid with a token not in
 # here belongs to a driver that ended without giving it back, so it is dead even though the pid lives.
@@ -150,6 +363,23 @@ def _owner_alive(owner: str | None) -> bool:
     return True
 
 
+def _reading(method):
+    """Turn what a damaged file raises while it is read into one StoreError line."""
+
+    @functools.wraps(method)
+    def wrapper(self: ResultStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except _DAMAGE as exc:
+            _release(exc)
+            raise StoreError(f"{self.path}: cannot read results store: {_sqlite_reason(exc)}") from exc
+        except json.JSONDecodeError as exc:
+            _release(exc)
+            raise StoreError(f"{self.path}: a stored value is not valid JSON ({exc.msg}); the store is damaged") from exc
+
+    return wrapper
+
+
 class ResultStore:
     """Results of one suite in one SQLite file."""
 
@@ -159,35 +389,51 @@ class ResultStore:
         if readonly:
             if not self.path.is_file():
                 raise StoreError(f"{self.path}: no results store here (run the suite first)")
-            uri = f"file:{self.path.resolve()}?mode=ro"
-            self._db = self._connect(uri, timeout_s, uri=True)
+            _recognise(self.path)
         else:
-            self._check_writable()
-            self._db = self._connect(str(self.path), timeout_s)
-            self._migrate()
+            check_store_path(self.path)
+            self._prepare_folder()
+            if not self.path.exists():
+                self._create()
+        sidecars = _sidecars(self.path)
+        db: sqlite3.Connection | None = None
+        try:
+            if readonly:
+                db = self._db = self._open_for_reading(timeout_s, sidecars)
+            else:
+                db = self._db = self._connect(_uri(self.path, "mode=rw"), timeout_s)
+                self._migrate()
+            self._verify()
+        except BaseException:
+            if db is not None:
+                db.close()
+            _remove_unused_sidecars(self.path, sidecars)
+            raise
 
-    # -- connection -----------------------------------------------------------------------
+    # -- opening --------------------------------------------------------------------------
 
-    def _connect(self, target: str, timeout_s: float, uri: bool = False) -> sqlite3.Connection:
+    def _connect(self, target: str, timeout_s: float) -> sqlite3.Connection:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                return self._open(target, timeout_s, uri)
+                return self._open(target, timeout_s)
             except sqlite3.OperationalError as exc:
                 # Switching to WAL needs a moment alone with the file and does not wait on the busy
                 # timeout: a second driver opening the same store at once just tries again.
                 if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
-                    raise StoreError(f"{self.path}: cannot open results store: {exc}") from exc
+                    raise StoreError(f"{self.path}: cannot open results store: {_sqlite_reason(exc)}") from exc
                 time.sleep(0.05)
-            except sqlite3.DatabaseError as exc:
-                raise StoreError(f"{self.path}: cannot open results store: {exc}") from exc
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+                raise StoreError(f"{self.path}: cannot open results store: {_sqlite_reason(exc)}") from exc
 
-    def _open(self, target: str, timeout_s: float, uri: bool) -> sqlite3.Connection:
-        db = sqlite3.connect(target, timeout=timeout_s, uri=uri, isolation_level=None)
+    def _open(self, target: str, timeout_s: float) -> sqlite3.Connection:
+        db = sqlite3.connect(target, timeout=timeout_s, uri=True, isolation_level=None)
         try:
             db.row_factory = sqlite3.Row
             db.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
-            if not self.readonly:
+            if self.readonly:
+                db.execute("PRAGMA query_only=ON")
+            else:
                 if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                     db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
@@ -198,21 +444,54 @@ class ResultStore:
             raise
         return db
 
-    def _check_writable(self) -> None:
-        """Fail before the first write when the folder cannot take one: missing, read-only or full."""
+    def _open_for_reading(self, timeout_s: float, sidecars: set[str]) -> sqlite3.Connection:
+        """A connection that never writes: read-write mode when allowed, else read-only, else immutable.
+
+        A read-write connection that only reads is what lets SQLite remove the WAL files it
+        made when it closes; a read-only one would leave them behind. Where neither the file nor
+        its folder can be written (a read-only mount, an immutable file), ``mode=ro`` still reads
+        a store that a writer has open, and with no WAL beside the file nothing can be writing
+        it, so reading it as immutable is safe.
+        """
+        writable = os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK)
+        if writable:
+            try:
+                return self._connect(_uri(self.path, "mode=rw"), timeout_s)
+            except StoreError:
+                _remove_unused_sidecars(self.path, sidecars)
+        wal = Path(f"{self.path}-wal")
+        return self._connect(_uri(self.path, "mode=ro" if wal.exists() else "immutable=1"), timeout_s)
+
+    def _verify(self) -> None:
+        """Refuse a damaged file or one a newer version wrote, with what was found."""
+        db = self._db
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(_newer(self.path, version))
+            problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise StoreError(f"{self.path}: results store is damaged ({_short(problem)}); restore it from a copy")
+            # A damaged schema can rename a column and still pass the check; what every reader needs must be there.
+            for table, needed in _schema_columns(min(version, SCHEMA_VERSION)).items():
+                have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+                if needed - have:
+                    missing = ", ".join(sorted(needed - have)[:5])
+                    raise StoreError(f"{self.path}: results store is damaged: table '{table}' has no {missing}; "
+                                     "restore it from a copy")
+        except _DAMAGE as exc:
+            _release(exc)
+            raise StoreError(f"{self.path}: cannot read results store: {_sqlite_reason(exc)}") from exc
+
+    def _prepare_folder(self) -> None:
+        """Create the results folder, then write to it: os.access says yes to root on a read-only mount or a full disk."""
         folder = self.path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{folder}: cannot create results folder: {exc.strerror or exc}") from exc
-        if not folder.is_dir():
-            raise StoreError(f"{folder}: results folder is not a folder")
-        if not os.access(folder, os.W_OK):
-            raise StoreError(f"{folder}: results folder is not writable")
-        if self.path.exists() and not os.access(self.path, os.W_OK):
-            raise StoreError(f"{self.path}: results store is read-only")
-        # os.access says yes to root even on a read-only mount or a full disk; a real write does not.
-        probe = folder / f".{self.path.name}.probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        _remove_stale_temporaries(folder, self.path.name)
+        probe = folder / f".{self.path.name}.probe-{_temp_tag()}"
         try:
             with open(probe, "wb") as handle:
                 handle.write(b"\0" * 8192)
@@ -226,23 +505,68 @@ class ResultStore:
             except OSError:
                 pass
 
+    def _create(self) -> None:
+        """Build a complete new store beside the path, then link it into place.
+
+        The file appears whole, header and schema included, so no other process ever sees an
+        empty or half-made store; when two drivers create one at once, the first link wins and
+        the other opens it.
+        """
+        temp = self.path.parent / f".{self.path.name}.new-{_temp_tag()}"
+        try:
+            db = sqlite3.connect(temp, isolation_level=None)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                for migration in _MIGRATIONS:
+                    for statement in migration.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                db.execute("COMMIT")
+                db.execute("PRAGMA journal_mode=WAL")
+            finally:
+                db.close()
+            try:
+                os.link(temp, self.path)
+            except FileExistsError:
+                pass  # another driver made it first: theirs is as good
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                    raise
+                # No hard links on this file system: a rename is atomic too, only not exclusive.
+                if not self.path.exists():
+                    os.replace(temp, self.path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot create results store: {_sqlite_reason(exc)}") from exc
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot create results store: {_os_reason(exc)}") from exc
+        finally:
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                Path(f"{temp}{suffix}").unlink(missing_ok=True)
+
     def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        """Bring a store to this version's schema and mark it as ours, in one transaction."""
+        version, app = self._stamp()
         if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path}: store schema v{version} is newer than this transfer-bench (v{SCHEMA_VERSION}); upgrade it"
-            )
-        while version < SCHEMA_VERSION:
-            with self._write():
-                # Read again under the write lock: another driver may have migrated meanwhile.
-                version = self._db.execute("PRAGMA user_version").fetchone()[0]
-                if version >= SCHEMA_VERSION:
-                    break
-                for statement in _MIGRATIONS[version].split(";"):
+            raise StoreError(_newer(self.path, version))
+        if version == SCHEMA_VERSION and app == APPLICATION_ID:
+            return
+        with self._write():
+            # Read again under the write lock: another driver may have migrated meanwhile.
+            version, app = self._stamp()
+            if version == SCHEMA_VERSION and app == APPLICATION_ID:
+                return
+            for migration in _MIGRATIONS[version:]:
+                for statement in migration.split(";"):
                     if statement.strip():
                         self._db.execute(statement)
-                self._db.execute(f"PRAGMA user_version={version + 1}")
-            version += 1
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+
+    def _stamp(self) -> tuple[int, int]:
+        db = self._db
+        return db.execute("PRAGMA user_version").fetchone()[0], db.execute("PRAGMA application_id").fetchone()[0]
 
     def _write(self) -> _Transaction:
         return _Transaction(self._db, self.path)
@@ -253,8 +577,13 @@ class ResultStore:
         self._db.execute("BEGIN")
         try:
             yield
-        finally:
-            self._db.execute("COMMIT")
+        except BaseException:
+            # SQLite ends the transaction itself on some errors (a damaged page); there is then nothing to undo.
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -265,8 +594,10 @@ class ResultStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+
     # -- claims and resume ----------------------------------------------------------------
 
+    @_reading
     def statuses(self) -> dict[str, str]:
         """Map every stored run id to its status, with dead claims reported as pending."""
         now = time.time()
@@ -430,12 +761,14 @@ class ResultStore:
                 (key, json.dumps(value)),
             )
 
+    @_reading
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return default if row is None else json.loads(row[0])
 
     # -- reading --------------------------------------------------------------------------
 
+    @_reading
     def result(self, run_id: str) -> RunResult | None:
         """Read one stored run back as a ``RunResult`` (None when absent or unfinished)."""
         from bench.records import EpochRecord
@@ -448,64 +781,143 @@ class ResultStore:
                 EpochRecord(**{k: r[k] for k in ("epoch", "train_loss", "train_acc", "val_acc", "lr", "seconds")})
                 for r in self._db.execute("SELECT * FROM epochs WHERE run_id = ? ORDER BY epoch", (run_id,))
             ]
-        fields = {column: row[column] for column in _RESULT_COLUMNS}
+        # A store of an older schema, read without migrating it, lacks the newer columns.
+        row = {key: row[key] for key in row.keys()}
+        fields = {column: row.get(column) for column in _RESULT_COLUMNS}
         for integer in ("trainable_params", "total_params", "epochs_run", "batch_size"):
             if fields[integer] is not None:
                 fields[integer] = int(fields[integer])
         fields["stopped_early"] = bool(fields["stopped_early"])
         return RunResult(
-            run_id=run_id, status=row["status"], versions=json.loads(row["versions"] or "{}"),
-            epochs=epochs, train_indices=json.loads(row["train_indices"] or "[]"),
-            val_indices=json.loads(row["val_indices"] or "[]"), notes=json.loads(row["notes"] or "[]"),
-            flags=[f for f in (row["flags"] or "").split(",") if f], details=json.loads(row["details"] or "{}"),
-            **fields,
+            run_id=run_id, status=row["status"], versions=json.loads(row.get("versions") or "{}"),
+            epochs=epochs, train_indices=json.loads(row.get("train_indices") or "[]"),
+            val_indices=json.loads(row.get("val_indices") or "[]"), notes=json.loads(row.get("notes") or "[]"),
+            flags=[f for f in (row.get("flags") or "").split(",") if f],
+            details=json.loads(row.get("details") or "{}"), **fields,
         )
 
+    @_reading
     def frame(self, *, include_running: bool = False):
         """One row per run as a pandas DataFrame: the only input the report needs."""
-        import pandas as pd
-
         statuses = (STATUS_DONE, STATUS_FAILED, STATUS_RUNNING) if include_running else (STATUS_DONE, STATUS_FAILED)
         marks = ",".join("?" * len(statuses))
         with self._snapshot():
-            frame = pd.read_sql_query(
+            frame = self._query(
                 f"""SELECT *, coalesce(json_array_length(train_indices), 0) AS n_train FROM runs
                     WHERE status IN ({marks}) ORDER BY backbone, dataset, strategy_label, seed""",
-                self._db, params=statuses,
+                statuses,
             )
+        for column in _LATER_COLUMNS:
+            if column not in frame:
+                frame[column] = None
         frame = frame.drop(columns=["spec", "train_indices", "val_indices", "claimed_by", "claimed_at"])
+        _coerce(frame)
         frame["size_order"] = frame["size"].map(_size_order)
         frame["flags"] = frame["flags"].fillna("")
         frame["arm"] = frame["arm"].fillna("")
         frame["tuned"] = frame["tuned"].fillna("{}")
-        details = frame.pop("details").map(lambda text: json.loads(text) if text else {})
+        # Missing details read as NaN in a column of text: only text is JSON.
+        details = frame.pop("details").map(lambda text: json.loads(text) if isinstance(text, str) and text else {})
         # The few details the report reads become columns; the rest stay in the .db.
         for key in DETAIL_COLUMNS:
-            frame[key] = details.map(lambda d, key=key: d.get(key)).astype(float)
+            frame[key] = _numbers(details.map(lambda d, key=key: d.get(key) if isinstance(d, dict) else None))
         return frame
 
+    @_reading
     def epochs_frame(self):
         """Per-epoch curves joined with each run's grid coordinates."""
+        with self._snapshot():
+            frame = self._query(
+                """SELECT e.*, r.backbone, r.weights, r.dataset, r.size, r.strategy, r.strategy_label, r.seed
+                   FROM epochs e JOIN runs r USING (run_id) ORDER BY e.run_id, e.epoch""",
+            )
+        _coerce(frame)
+        return frame
+
+    def _query(self, sql: str, params: Sequence[Any] = ()):
+        """A query's rows as a DataFrame; SQLite's own error, not pandas' wrapping of it, when it fails."""
         import pandas as pd
 
-        return pd.read_sql_query(
-            """SELECT e.*, r.backbone, r.weights, r.dataset, r.size, r.strategy, r.strategy_label, r.seed
-               FROM epochs e JOIN runs r USING (run_id) ORDER BY e.run_id, e.epoch""",
-            self._db,
-        )
+        cursor = self._db.execute(sql, params)
+        try:
+            columns = [d[0] for d in cursor.description]
+            rows = [tuple(row) for row in cursor.fetchall()]
+        finally:
+            # A cursor kept alive by a traceback keeps the connection from closing, and its WAL files with it.
+            cursor.close()
+        return pd.DataFrame.from_records(rows, columns=columns, coerce_float=True)
 
+    @_reading
     def specs(self) -> list[RunSpec]:
-        return [RunSpec.from_json(row[0]) for row in self._db.execute("SELECT spec FROM runs")]
+        specs = []
+        for run_id, text in self._db.execute("SELECT run_id, spec FROM runs"):
+            try:
+                specs.append(RunSpec.from_json(text))
+            except (ValueError, TypeError, KeyError) as exc:
+                raise StoreError(f"{self.path}: run {run_id}: stored cell cannot be read ({type(exc).__name__}); "
+                                 "the store is damaged") from exc
+        return specs
 
     def integrity_ok(self) -> bool:
-        return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        try:
+            return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        except _DAMAGE:
+            return False
+
+
+# Columns added by migrations after v1, absent from an older store that is read without migrating it.
+_LATER_COLUMNS = ("notes", "flags", "details", "arm", "tuned")
+_NUMBER_COLUMNS = tuple(c for c in _RESULT_COLUMNS if c not in ("error", "traceback", "device")) + (
+    "seed", "attempts", "written_at", "n_train", "epoch", "train_loss", "train_acc", "lr", "seconds",
+)
+_TEXT_COLUMNS = ("run_id", "suite", "backbone", "weights", "dataset", "size", "strategy", "strategy_label", "status")
+
+
+def _numbers(values):
+    """Numbers as floats; anything that is not one becomes NaN."""
+    import pandas as pd
+
+    return pd.to_numeric(values, errors="coerce").astype(float)
+
+
+def _coerce(frame) -> None:
+    """Give every column the type its schema declares, even where a damaged file stored another.
+
+    SQLite keeps whatever type a value was written (or flipped) with; the report may then meet
+    text where it expects a number. Only columns that hold an unexpected type are converted.
+    """
+    import pandas as pd
+
+    for column in _NUMBER_COLUMNS:
+        if column in frame and not pd.api.types.is_numeric_dtype(frame[column]):
+            values = frame[column]
+            if values.map(lambda v: not _missing(v) and not isinstance(v, (int, float))).any():
+                frame[column] = _numbers(values)
+    for column in _TEXT_COLUMNS:
+        if column in frame:
+            values = frame[column]
+            if values.map(lambda v: not _missing(v) and not isinstance(v, str)).any():
+                frame[column] = values.map(lambda v: v if isinstance(v, str) or _missing(v) else str(v))
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
 
 
 def _size_order(size: str) -> float:
-    """Sort key for sizes: per-class counts and fractions ascending, ``all`` last."""
+    """Sort key for sizes: per-class counts and fractions ascending, ``all`` last; NaN for anything else."""
     if size == "all":
         return float("inf")
-    return float(size)
+    try:
+        return float(size)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """SQLite's text on one line, cut where it starts quoting the file's contents at length."""
+    text = " ".join(text.splitlines())
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def _os_reason(exc: OSError) -> str:
@@ -517,9 +929,13 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _sqlite_reason(exc: sqlite3.Error) -> str:
-    """SQLite's message, with the likely cause when it is the disk."""
-    text = str(exc) or type(exc).__name__
+def _sqlite_reason(exc: BaseException) -> str:
+    """SQLite's message, with the likely cause when it is the disk or a damaged file."""
+    if isinstance(exc, UnicodeDecodeError) or "Could not decode to UTF-8" in str(exc):
+        return "a stored text is not valid UTF-8 (the file is damaged)"
+    text = _short(str(exc) or type(exc).__name__)
+    if "malformed" in text or "not a database" in text:
+        return f"{text} (the file is damaged or truncated)"
     if "full" in text or "I/O error" in text:
         return f"{text} (is the disk full?); results written before this are intact"
     if "readonly" in text or "read-only" in text:
@@ -541,7 +957,7 @@ class _Transaction:
     def __enter__(self) -> None:
         try:
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
+        except _DAMAGE as exc:
             raise StoreError(f"{self._path}: cannot write results store: {_sqlite_reason(exc)}") from exc
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -554,7 +970,7 @@ class _Transaction:
                 reason = _sqlite_reason(commit_exc)
                 raise StoreError(f"{self._path}: cannot write results store: {reason}") from commit_exc
         self._rollback()
-        if isinstance(exc, sqlite3.Error):
+        if isinstance(exc, _DAMAGE):
             raise StoreError(f"{self._path}: cannot write results store: {_sqlite_reason(exc)}") from exc
 
     def _rollback(self) -> None:

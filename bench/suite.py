@@ -472,6 +472,37 @@ def file_digest(path: Path) -> str:
 
 # -- loading ------------------------------------------------------------------------------
 
+# A suite is a few kilobytes and a handful of levels deep (pretrain.NAME.dataset.options.KEY);
+# far past these a file is generated, hostile or not a suite, and is refused before it costs
+# memory, time or a RecursionError.
+MAX_SUITE_BYTES = 256 << 10
+MAX_DEPTH = 32
+# What validation walks once YAML aliases are expanded: nodes, and characters of text.
+MAX_EXPANDED_NODES = 100_000
+MAX_EXPANDED_CHARS = 4 << 20
+
+
+class _TooDeep(Exception):
+    def __init__(self, mark: Any):
+        self.mark = mark
+
+
+class _SuiteLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a bound on nesting; its composer would otherwise recurse without one."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
 
 def load_suite(path: str | Path) -> Suite:
     """Read, validate and cross-check a suite file; any problem is one ``SuiteError`` line."""
@@ -479,21 +510,109 @@ def load_suite(path: str | Path) -> Suite:
     file = str(path)
     if not path.is_file():
         raise SuiteError("no such suite file", file=file)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SuiteError(f"{where}invalid YAML: {problem}", file=file) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SuiteError(f"cannot read: {exc}", file=file) from None
+    raw = _read_yaml(path, file)
     if raw is None:
         raise SuiteError("the file is empty; a suite needs at least 'backbones' and 'datasets'", file=file)
     if not isinstance(raw, dict):
         raise SuiteError(f"expected a mapping of settings, got {type(raw).__name__}", file=file)
     raw.setdefault("name", _default_name(path))
-    return suite_from_dict(raw, file=file)
+    try:
+        return suite_from_dict(raw, file=file)
+    except RecursionError:
+        raise SuiteError("nested too deeply to validate", file=file) from None
+
+
+def _read_yaml(path: Path, file: str) -> Any:
+    """The file's YAML document, bounded in size, depth and alias expansion."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SUITE_BYTES + 1)
+        if len(data) > MAX_SUITE_BYTES:
+            raise SuiteError(f"larger than {MAX_SUITE_BYTES // 1024} KiB; a suite file is a few KiB of YAML", file=file)
+        text = data.decode("utf-8")
+    except OSError as exc:
+        raise SuiteError(f"cannot read: {exc.strerror or exc}", file=file) from None
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"not UTF-8 text (byte {exc.start}); save it as UTF-8", file=file) from None
+    loader: _SuiteLoader | None = None
+    try:
+        loader = _SuiteLoader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, file)
+        return loader.construct_document(node)
+    except _TooDeep as exc:
+        raise SuiteError(
+            f"line {exc.mark.line + 1}, column {exc.mark.column + 1}: nested more than {MAX_DEPTH} levels deep",
+            file=file,
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SuiteError(f"{where}invalid YAML: {problem}", file=file) from None
+    except RecursionError:
+        raise SuiteError(f"nested too deeply (more than {MAX_DEPTH} levels, or merge keys chained too far)",
+                         file=file) from None
+    except (ValueError, TypeError, OverflowError, AttributeError, KeyError, IndexError) as exc:
+        # PyYAML's scalar constructors on values they do not expect: an integer longer than Python
+        # converts, a '!!timestamp' that is no date (AttributeError), a '!!binary' that is no base64.
+        raise SuiteError(f"a value cannot be read: {_shown(str(exc) or type(exc).__name__)}", file=file) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, file: str) -> None:
+    """Refuse aliases that expand to more than validation should walk, or that contain themselves."""
+    sizes: dict[int, tuple[int, int]] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_nodes.discard(key)
+            nodes, chars = 1, 0
+            for child in _children(node):
+                child_nodes, child_chars = sizes[id(child)]
+                nodes, chars = nodes + child_nodes, chars + child_chars
+            if nodes > MAX_EXPANDED_NODES or chars > MAX_EXPANDED_CHARS:
+                mark = node.start_mark
+                raise SuiteError(
+                    f"line {mark.line + 1}, column {mark.column + 1}: holds more than {MAX_EXPANDED_NODES:,} values "
+                    f"or {MAX_EXPANDED_CHARS >> 20} MiB of text once aliases are expanded", file=file,
+                )
+            sizes[key] = (nodes, chars)
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            mark = node.start_mark
+            raise SuiteError(f"line {mark.line + 1}, column {mark.column + 1}: an alias refers to a value that "
+                             "contains it", file=file)
+        if isinstance(node, yaml.ScalarNode):
+            sizes[key] = (1, len(node.value))
+            continue
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in _children(node))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as it appears in a one-line message: its repr, cut short."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _default_name(path: Path) -> str:
@@ -521,13 +640,17 @@ def _suite_error(exc: ValidationError, raw: dict[str, Any], file: str | None) ->
         allowed = _allowed_keys(loc[:-1])
         hint = _did_you_mean(key, allowed)
         return SuiteError(
-            f"unknown key {key!r}{hint}; allowed here: {', '.join(allowed)}", file=file, field=field, value=key
+            f"unknown key {_shown(repr(key))}{hint}; allowed here: {', '.join(allowed)}",
+            file=file, field=_shown(field, 200), value=key,
         )
     if error["type"] == "missing":
         return SuiteError("required field is missing", file=file, field=field)
     message = error["msg"].removeprefix("Value error, ")
-    shown = "" if isinstance(value, (dict, list)) or repr(value) in message else f" (got {value!r})"
-    return SuiteError(f"{message}{shown}", file=file, field=field or None, value=value)
+    text = repr(value)
+    if text in message:
+        message = message.replace(text, _shown(text))  # a validator quoted the value; a long one is cut
+    shown = "" if isinstance(value, (dict, list)) or text in error["msg"] else f" (got {_shown(text)})"
+    return SuiteError(f"{message}{shown}", file=file, field=_shown(field, 200) or None, value=value)
 
 
 def _allowed_keys(loc: list[str]) -> list[str]:
@@ -588,7 +711,7 @@ def _check_registries(suite: Suite, file: str | None) -> None:
         if dataset.name.lower() not in known:
             hint = _did_you_mean(dataset.name.lower(), known)
             raise SuiteError(
-                f"unknown dataset {dataset.name!r}{hint}; see 'transfer-bench list datasets'",
+                f"unknown dataset {_shown(repr(dataset.name))}{hint}; see 'transfer-bench list datasets'",
                 file=file, field=f"{field}.name", value=dataset.name,
             )
         if dataset.name.lower() == "imagefolder" and not dataset.path:
@@ -597,9 +720,30 @@ def _check_registries(suite: Suite, file: str | None) -> None:
         try:
             check_backbone(backbone.name)
         except KeyError as exc:
-            raise SuiteError(exc.args[0], file=file, field=f"backbones.{i}.name", value=backbone.name) from None
+            message = exc.args[0].replace(repr(backbone.name), _shown(repr(backbone.name)))
+            raise SuiteError(message, file=file, field=f"backbones.{i}.name", value=backbone.name) from None
         for j, weights in enumerate(backbone.weights):
             try:
                 check_weights_source(backbone.name, weights)
             except ValueError as exc:
                 raise SuiteError(str(exc), file=file, field=f"backbones.{i}.weights.{j}", value=weights) from None
+
+
+def check_weights(suite: Suite) -> None:
+    """Every weights source a cell starts from is usable now: before a minute of compute is spent on it.
+
+    Hub weights must be in the local cache or the hub reachable at once, ``file:`` paths
+    readable; ``pretrain:`` stages were checked when the suite loaded.
+    """
+    from bench.backbones import weights_available
+
+    plan = suite.plan()
+    used = {(c.model_name, c.weights) for c in plan.runnable}
+    used |= {(c.model_name, c.weights) for arm in plan.arms for point in arm.cells for c in point}
+    for i, backbone in enumerate(suite.backbones):
+        for j, weights in enumerate(backbone.weights):
+            if (backbone.name, weights) not in used:
+                continue
+            problem = weights_available(backbone.name, weights)
+            if problem:
+                raise SuiteError(problem, file=suite.source, field=f"backbones.{i}.weights.{j}", value=weights)

@@ -137,10 +137,10 @@ def test_export_writes_one_row_per_run_with_the_documented_columns(tmp_path, fmt
     assert sorted(frame["run_id"]) == sorted(c.run_id for c in cells[:3])
 
 
-def test_a_version_1_store_is_migrated_in_place_and_keeps_its_runs(tmp_path):
+def version_1_store(path):
+    """A store as the first schema wrote it, holding one finished run with id 'old'."""
     import bench.store as store_module
 
-    path = tmp_path / "old.db"
     db = sqlite3.connect(path)
     db.executescript(store_module._SCHEMA_V1 + ";PRAGMA user_version=1;")
     db.execute(
@@ -150,6 +150,11 @@ def test_a_version_1_store_is_migrated_in_place_and_keeps_its_runs(tmp_path):
     )
     db.commit()
     db.close()
+    return path
+
+
+def test_a_version_1_store_is_migrated_in_place_and_keeps_its_runs(tmp_path):
+    path = version_1_store(tmp_path / "old.db")
     with ResultStore(path) as store:
         assert store.frame()["test_acc"].tolist() == [0.5]
         spec = _cells()[0]
@@ -158,3 +163,15 @@ def test_a_version_1_store_is_migrated_in_place_and_keeps_its_runs(tmp_path):
         store.write(spec, written)
         assert store.result(spec.run_id).notes == written.notes
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+
+
+def test_a_frame_with_running_cells_reads_their_missing_details(tmp_path):
+    cells = _cells()
+    with ResultStore(tmp_path / "s.db") as store:
+        done = _result(cells[0])
+        done.details = {"probe_l2": 0.01}
+        store.write(cells[0], done)
+        assert store.claim(cells[1], "other-host:1")
+        frame = store.frame(include_running=True).set_index("run_id")
+    assert frame.loc[cells[0].run_id, "probe_l2"] == 0.01
+    assert frame.loc[cells[1].run_id, "status"] == "running" and frame.loc[cells[1].run_id, "probe_l2"] != 0.01

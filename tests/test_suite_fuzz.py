@@ -1,4 +1,9 @@
-"""Suite files fuzzed: whatever the YAML, loading gives a Suite or one SuiteError line, never another exception."""
+"""Suite files fuzzed: whatever the YAML, loading gives a Suite or one SuiteError line, never another exception.
+
+The ``fuzz`` tests draw a thousand examples each (the mutated quick suite and the pathological
+files, slower to load, a few hundred): 2,600 in all, about two minutes. Run them alone with
+``pytest -m fuzz --hypothesis-show-statistics``.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,15 @@ from bench.suite import Suite, load_suite
 REPO = Path(__file__).resolve().parents[1]
 QUICK = yaml.safe_load((REPO / "suites" / "quick.yaml").read_text())
 QUICK_TEXT = (REPO / "suites" / "quick.yaml").read_text()
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ_EXAMPLES = 1000
+
+
+def _settings(examples: int) -> settings:
+    return settings(max_examples=examples, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                                   HealthCheck.too_slow])
+
+
+FUZZ = _settings(FUZZ_EXAMPLES)
 
 KEYS = sorted({
     "name", "description", "backbones", "datasets", "strategies", "seeds", "training", "pretrain", "device",
@@ -56,6 +69,7 @@ def _write(tmp_path: Path, content: str) -> Path:
     return path
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(document=values)
 def test_random_structures(tmp_path, document):
@@ -88,7 +102,8 @@ def _mutate(data: Any, path: list[Any], action: str, payload: Any) -> Any:
     return data
 
 
-@FUZZ
+@pytest.mark.fuzz
+@_settings(300)
 @given(
     edits=st.lists(
         st.tuples(st.lists(st.integers(0, 20), min_size=1, max_size=5),
@@ -103,6 +118,7 @@ def test_mutated_quick_suite(tmp_path, edits):
     _check(_write(tmp_path, yaml.safe_dump(data)))
 
 
+@pytest.mark.fuzz
 @FUZZ
 @given(cuts=st.lists(st.tuples(st.integers(0, len(QUICK_TEXT)), st.integers(0, 8), st.text(max_size=6)), max_size=4))
 def test_edited_quick_text(tmp_path, cuts):
@@ -110,6 +126,82 @@ def test_edited_quick_text(tmp_path, cuts):
     for at, length, insert in cuts:
         text = text[:at] + insert + text[at + length:]
     _check(_write(tmp_path, text))
+
+
+def _nested(depth: int, style: str) -> str:
+    if style == "flow-list":
+        return "[" * depth + "1" + "]" * depth
+    if style == "flow-map":
+        return "{a: " * depth + "1" + "}" * depth
+    return "\n" + "".join("  " * i + "- \n" for i in range(1, depth)) + "  " * depth + "1"
+
+
+def _alias_bomb(levels: int, fanout: int) -> str:
+    lines = ["l0: &l0 [" + ", ".join(["x"] * fanout) + "]"]
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * fanout) + "]")
+    return "\n".join(lines) + f"\nbackbones: *l{levels - 1}\ndatasets: [digits]\n"
+
+
+@st.composite
+def pathological(draw) -> str:
+    """YAML meant to hurt a loader: deep nesting, alias bombs and cycles, huge numbers, odd tags, control text."""
+    kind = draw(st.sampled_from(["nested", "bomb", "cycle", "merge", "number", "tag", "text", "mixed"]))
+    if kind == "nested":
+        depth = draw(st.integers(1, 3000))
+        where = draw(st.sampled_from(["backbones", "training", "pretrain", "datasets", "seeds"]))
+        return f"name: deep\n{where}: {_nested(depth, draw(st.sampled_from(['flow-list', 'flow-map', 'block'])))}\n"
+    if kind == "bomb":
+        return _alias_bomb(draw(st.integers(1, 12)), draw(st.integers(1, 12)))
+    if kind == "cycle":
+        return draw(st.sampled_from(["backbones: &a [*a]\n", "training: &t {lr: *t}\n", "a: &a {b: [*a]}\nseeds: *a\n"]))
+    if kind == "merge":
+        chain = draw(st.integers(1, 400))
+        lines = ["m0: &m0 {epochs: 1}"] + [f"m{i}: &m{i} {{<<: *m{i - 1}, k{i}: {i}}}" for i in range(1, chain)]
+        return "\n".join(lines) + f"\ntraining: *m{chain - 1}\nbackbones: [test_resnet]\ndatasets: [digits]\n"
+    if kind == "number":
+        digits = draw(st.integers(1, 20000))
+        key = draw(st.sampled_from(["seeds", "training: {epochs", "training: {lr", "datasets: [{name: digits, sizes: ["]))
+        closing = {"seeds": "", "training: {epochs": "}", "training: {lr": "}", "datasets: [{name: digits, sizes: [": "]}]"}
+        sign = draw(st.sampled_from(["", "-", "0x", "1e", "0o"]))
+        return f"backbones: [test_resnet]\n{key}: {sign}{'9' * digits}{closing[key]}\n"
+    if kind == "tag":
+        tag = draw(st.sampled_from(["!!python/object:os.system", "!!python/name:os.system", "!!binary", "!!timestamp",
+                                    "!!set", "!!omap", "!!pairs", "!custom", "!!float", "!!int", "!!str", "!!null"]))
+        value = draw(st.sampled_from(["x", "[1, 2]", "{a: 1}", "2001-13-45", "AAAA", "'1'"]))
+        return f"backbones: {tag} {value}\ndatasets: [digits]\n"
+    if kind == "text":
+        return draw(st.text(alphabet=st.characters(codec="utf-8"), max_size=200))
+    parts = draw(st.lists(st.sampled_from(["&a ", "*a ", "<<: ", "? ", "- ", "[", "]", "{", "}", ": ", ",", "\n", "  ",
+                                           "'", '"', "!!set ", "|", ">", "#", "---\n", "...\n", "%YAML 1.1\n", "key",
+                                           "\t", "\x00", "\ufeff"]), max_size=60))
+    return "".join(parts)
+
+
+@pytest.mark.fuzz
+@_settings(300)
+@given(text=pathological())
+def test_pathological_files(tmp_path, text):
+    _check(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize("text", [
+    "name: deep\nbackbones: " + "[" * 5000 + "]" * 5000 + "\n",
+    "a: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n",
+    _alias_bomb(9, 9),
+    "backbones: &a [*a]\n",
+    "seeds: " + "9" * 5000 + "\n",
+    "description: " + "x" * (300 << 10) + "\n",
+    "training:\n" + "".join(f"  k{i}: 1\n" for i in range(8000)),
+], ids=["deep-list", "deep-map", "alias-bomb", "alias-cycle", "huge-int", "too-big", "many-keys"])
+def test_known_pathological_files_are_one_line_and_quick(tmp_path, text):
+    import time
+
+    started = time.monotonic()
+    with pytest.raises(SuiteError) as caught:
+        load_suite(_write(tmp_path, text))
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 400, str(caught.value)[:500]
+    assert time.monotonic() - started < 20
 
 
 @pytest.mark.parametrize("content", ["", "- a list\n- of things\n", "name: [unclosed\n", "\x00\x01binary", "{{{{"])

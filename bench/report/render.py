@@ -96,7 +96,8 @@ def _load(db_path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, int]:
         with ResultStore(db_path, readonly=True) as store:
             frame = store.frame()
             epochs = store.epochs_frame()
-            meta = {"suite": store.get_meta("suite"), "planned": store.get_meta("planned")}
+            meta = {"suite": store.get_meta("suite"), "planned": store.get_meta("planned"),
+                    "planned_ids": store.get_meta("planned_ids")}
             n_running = sum(1 for status in store.statuses().values() if status == "running")
     except BenchError as exc:
         raise ReportError(str(exc)) from exc
@@ -572,6 +573,20 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _in_current_plan(frame: pd.DataFrame, planned_ids: object, seeds: list[int]) -> pd.Series | None:
+    """Which runs belong to the suite as last run, from the cell ids it stored; None when it stored none.
+
+    A tuned arm's final cells are not known until its sweep has chosen, so a run also belongs when
+    its arm is one of the planned cells' arms and its seed one of the suite's seeds.
+    """
+    if not isinstance(planned_ids, list) or frame.empty:
+        return None
+    ids = {str(run_id) for run_id in planned_ids}
+    planned = frame["run_id"].isin(ids)
+    arms = set(frame.loc[planned & (frame["arm"] != ""), "arm"])
+    return planned | (frame["arm"].isin(arms) & frame["seed"].isin(seeds))
+
+
 def _banners(prog: Progress, frame: pd.DataFrame) -> list[tuple[str, str]]:
     banners = []
     if prog.partial:
@@ -666,9 +681,11 @@ def render_report(
     config = meta["suite"] if isinstance(meta["suite"], dict) else {"name": meta["suite"]}
     suite = config.get("name") or (str(frame["suite"].iloc[0]) if "suite" in frame else db_path.stem)
     title = title or f"transfer-bench report: {suite}"
-    prog = progress(frame, meta["planned"], n_running)
-    all_runs = frame
     seeds, tuning_seeds = _seeds(config, frame)
+    current = _in_current_plan(frame, meta.get("planned_ids"), seeds)
+    prog = progress(frame if current is None else frame[current], meta["planned"], n_running)
+    others = 0 if current is None else int((~current).sum())
+    all_runs = frame
     # Sweep runs of configurations that were not chosen are cost, not results: the verdict and
     # every table of results read the chosen configuration's runs alone.
     frame, _ = split_final(all_runs, seeds, tuning_seeds)
@@ -703,6 +720,12 @@ def render_report(
     if not prog.partial:
         subtitle += f" · {prog.sentence()}"
     banners = _banners(prog, frame)
+    if others:
+        banners.append(("warn", (
+            f"This store also holds {_plural(others, 'finished run')} that suite {suite} as last run does not "
+            "plan: an earlier suite of the same name, or an earlier version of this one. The counts above are "
+            "for the cells it plans; the tables below include every run in the store."
+        )))
     tables = {**computed, "runs": all_runs.drop(columns=["traceback"], errors="ignore")}
     html_path = out / "index.html"
     md_path = out / "report.md"
