@@ -4,7 +4,10 @@ Everything the command line does is one call from Python::
 
     import bench
     summary = bench.run("suites/quick.yaml")
-    report = bench.report("results/quick.db", "reports/quick")
+    report = bench.render("results/quick.db", "reports/quick")
+
+(``render`` and not ``report``: ``bench.report`` is the subpackage that does the work, and a
+function of that name would be replaced by it the first time the subpackage is imported.)
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ def run(suite: str | Path | Any, **options: Any):
     return run_suite(suite if isinstance(suite, Suite) else load_suite(suite), **options)
 
 
-def report(db: str | Path, out_dir: str | Path | None = None, **options: Any):
+def render(db: str | Path, out_dir: str | Path | None = None, **options: Any):
     """Render the report of a results store; see ``bench.report.render_report``."""
     from bench.report import render_report
 

@@ -9,21 +9,21 @@ torchvision's module tree gives the stage groups that ``partial`` unfreezes.
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from bench.catalog import LIBRARIES, check_backbone, list_backbones, parse_backbone
 from bench.errors import WeightsError
+
+__all__ = ["LIBRARIES", "Backbone", "build_backbone", "check_backbone", "list_backbones", "parse_backbone"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LIBRARIES = ("timm", "torchvision")
 
 
 @dataclass
@@ -43,50 +43,6 @@ class Backbone:
     def classifier(self) -> nn.Module:
         """The new head module (whose input is the backbone's feature vector)."""
         return self.model.get_submodule(self.head[0].rsplit(".", 1)[0])
-
-
-def parse_backbone(name: str) -> tuple[str, str]:
-    """Split ``torchvision:resnet18`` / ``timm:resnet18`` / ``resnet18`` into (library, model)."""
-    library, sep, model = name.partition(":")
-    if sep and library in LIBRARIES:
-        return library, model
-    return "timm", name
-
-
-@lru_cache(maxsize=1)
-def _torchvision_names() -> list[str]:
-    import torchvision
-
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
-def list_backbones(pattern: str = "*", library: str = "timm") -> list[str]:
-    """Model names a suite can use, filtered by a shell-style pattern."""
-    import fnmatch
-
-    import timm
-
-    if library == "torchvision":
-        return [f"torchvision:{n}" for n in _torchvision_names() if fnmatch.fnmatch(n, pattern)]
-    return timm.list_models(pattern)
-
-
-def check_backbone(name: str) -> None:
-    """Raise KeyError with suggestions if the backbone is not known to its library."""
-    import timm
-
-    library, model = parse_backbone(name)
-    if library == "torchvision":
-        known = _torchvision_names()
-        if model in known:
-            return
-    else:
-        if timm.is_model(model):
-            return
-        known = timm.list_models()
-    close = difflib.get_close_matches(model, known, n=3, cutoff=0.6)
-    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-    raise KeyError(f"unknown {library} backbone {model!r}{hint}; see 'transfer-bench list backbones'")
 
 
 def check_weights_source(backbone: str, weights: str) -> None:
