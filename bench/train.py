@@ -25,7 +25,7 @@ from torch import nn
 from bench.backbones import Backbone, build_backbone, count_parameters
 from bench.device import autocast, library_versions, peak_memory_mb, resolve_device, seed_everything
 from bench.data import ImageDataset, load_dataset, make_loader, select_subset
-from bench.data.folder import folder_fingerprint
+from bench.data.registry import folder_fingerprint
 from bench.errors import BenchError
 from bench.health import NOT_CONVERGED, run_flags
 from bench.records import STATUS_DONE, EpochRecord, RunResult, RunSpec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import yaml
 # Tests must never wait on a model hub: offline hub loads fail at once instead of retrying.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# Saved model-name lists and class counts go to a folder of this test session, not the user's cache.
+os.environ.setdefault("TRANSFER_BENCH_CACHE", tempfile.mkdtemp(prefix="transfer-bench-cache-"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

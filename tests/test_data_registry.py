@@ -264,3 +264,29 @@ def test_dtd_from_a_local_copy_stays_on_disk_and_pools_train_with_val(tmp_path: 
         for path, label in zip(data.files(split), data.labels(split)):
             assert Path(path).parent.name == data.classes[label]
     assert_counts_match(cfg)
+
+
+def test_class_counts_are_saved_and_follow_a_folder_that_changes(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from bench.data import class_counts
+
+    monkeypatch.setenv("TRANSFER_BENCH_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "photos"
+    for name, count in (("cat", 6), ("dog", 8)):
+        (folder / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (4, 4), (i, 0, 0)).save(folder / name / f"{i}.png")
+    config = {"name": "imagefolder", "path": str(folder), "test_fraction": 0.5}
+    first = class_counts(config)
+    (saved,) = (tmp_path / "cache" / "counts").iterdir()
+    assert class_counts(config)["train"].tolist() == first["train"].tolist()
+
+    for i in range(8, 12):
+        Image.new("RGB", (4, 4)).save(folder / "dog" / f"{i}.png")
+    grown = class_counts(config)
+    assert grown["train"].sum() + grown["test"].sum() == first["train"].sum() + first["test"].sum() + 4
+    assert len(list((tmp_path / "cache" / "counts").iterdir())) == 2
+
+    saved.write_text("{damaged")
+    assert class_counts(config)["classes"] == ["cat", "dog"]

@@ -26,27 +26,6 @@ class _Scan:
     problems: list[str] = field(default_factory=list)
 
 
-def folder_fingerprint(folder: str) -> tuple[Any, ...]:
-    """Identity and modification time of a folder and of the folders two levels below it."""
-    # Adding, removing or renaming a file changes its directory's mtime; an image folder keeps
-    # its files at most two levels down (split/class/file), so this sees every such change.
-    seen: list[tuple[str, int, int]] = []
-    level = [folder]
-    try:
-        for depth in range(3):
-            below = []
-            for directory in level:
-                stat = os.stat(directory)
-                seen.append((directory, stat.st_ino, stat.st_mtime_ns))
-                if depth < 2:
-                    with os.scandir(directory) as entries:
-                        below.extend(e.path for e in entries if e.is_dir(follow_symlinks=True))
-            level = sorted(below)
-    except OSError as exc:
-        return ("unreadable", type(exc).__name__, *seen)
-    return tuple(seen)
-
-
 def _is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 

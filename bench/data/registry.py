@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import importlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +228,71 @@ def load_dataset(cfg: Mapping[str, Any]) -> ImageDataset:
 
 
 def class_counts(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Per-class counts of the training pool (``train``) and test split, cheap enough for planning."""
+    """Per-class counts of the training pool (``train``) and test split, cheap enough for planning.
+
+    Counting can mean importing scikit-learn or torchvision, or reading every label of a
+    dataset; ``plan`` and ``run`` count every dataset of a suite each time. So counts are saved
+    in the user's cache under a key of everything they depend on: the config, the library
+    versions, and for a folder on disk the state of its directories.
+    """
     config = DataConfig.from_dict(cfg)
-    return get_builder(config.name).counts(config)
+    path = _counts_path(config)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        return {"classes": list(saved["classes"]), **{s: np.asarray(saved[s], dtype=np.int64) for s in SPLITS}}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    counts = get_builder(config.name).counts(config)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps({"classes": list(counts["classes"]),
+                                       **{s: [int(n) for n in counts[s]] for s in SPLITS}}), encoding="utf-8")
+        os.replace(partial, path)
+    except OSError:
+        pass  # counting again next time is the only cost
+    return counts
+
+
+def folder_fingerprint(folder: str) -> tuple[Any, ...]:
+    """Identity and modification time of a folder and of the folders two levels below it."""
+    # Adding, removing or renaming a file changes its directory's mtime; an image folder keeps
+    # its files at most two levels down (split/class/file), so this sees every such change.
+    seen: list[tuple[str, int, int]] = []
+    level = [folder]
+    try:
+        for depth in range(3):
+            below = []
+            for directory in level:
+                stat = os.stat(directory)
+                seen.append((directory, stat.st_ino, stat.st_mtime_ns))
+                if depth < 2:
+                    with os.scandir(directory) as entries:
+                        below.extend(e.path for e in entries if e.is_dir(follow_symlinks=True))
+            level = sorted(below)
+    except OSError as exc:
+        return ("unreadable", type(exc).__name__, *seen)
+    return tuple(seen)
+
+
+# Bumped when a builder's counting changes, so no count saved before is trusted.
+COUNTS_VERSION = 1
+
+
+def _counts_path(config: DataConfig) -> Path:
+    from importlib import metadata
+
+    from bench.catalog import cache_dir
+
+    def version(library: str) -> str:
+        try:
+            return metadata.version(library)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    on_disk = config.path if config.path is not None else config.root / config.name
+    key = [COUNTS_VERSION, config.name, sorted(config.options.items(), key=str), str(config.path), str(config.root),
+           config.download, config.test_fraction, version("scikit-learn"), version("torchvision"),
+           folder_fingerprint(str(on_disk))]
+    digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]
+    return cache_dir() / "counts" / f"{config.name}-{digest}.json"
