@@ -2,6 +2,7 @@
 #   make quick   run suites/quick.yaml and render reports/quick/
 #   make test    run the test suite
 #   make faults  kill the driver again and again and count what was lost (several minutes)
+#   make bench   print every speed ratio against its reference, measured side by side (minutes)
 # The virtual environment lives in .venv/ and is rebuilt only when pyproject.toml changes.
 
 PYTHON ?= python3
@@ -11,7 +12,7 @@ VENV := .venv
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: quick test faults install clean
+.PHONY: quick test faults bench install clean
 
 install: $(STAMP)
 
@@ -32,6 +33,9 @@ test: $(STAMP)
 # SIGKILL the driver 60 times, mostly while cells train; prints lost / duplicated / half-written / orphan counts.
 faults: $(STAMP)
 	$(VENV)/bin/python -m tests.kill_driver --kills 60
+
+bench: $(STAMP)
+	$(VENV)/bin/python -m tests.perf.ratios
 
 clean:
 	rm -rf results/*.db* results/pretrained reports/*/
