@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import StoreError
+from bench.procs import pid_alive, process_start, same_process
 from bench.records import (
     STATUS_DONE,
     STATUS_FAILED,
@@ -294,20 +295,17 @@ def _remove_stale_temporaries(folder: Path, name: str) -> None:
         for suffix in ("-journal", "-wal", "-shm"):
             tag = tag.removesuffix(suffix)
         parts = tag.rsplit(".", 2)
-        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or _pid_alive(int(parts[1])):
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or _maybe_alive(int(parts[1])):
             continue
         with contextlib.suppress(OSError):
             entry.unlink()
 
 
-def _pid_alive(pid: int) -> bool:
+def _maybe_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        pass
-    return True
+        return pid_alive(pid)
+    except OverflowError:
+        return True  # no pid of this host, so no process to judge by: the file stays
 
 
 # Owners started by this process and not yet finished: a claim by this pid with a token not in
@@ -318,7 +316,7 @@ _LOCAL_OWNERS: set[str] = set()
 def owner_id() -> str:
     """A new driver identity for claims: host, pid, the process's start time and a unique token."""
     pid = os.getpid()
-    owner = f"{socket.gethostname()}:{pid}:{_process_start(pid) or 0}:{uuid.uuid4().hex[:12]}"
+    owner = f"{socket.gethostname()}:{pid}:{process_start(pid) or 0}:{uuid.uuid4().hex[:12]}"
     _LOCAL_OWNERS.add(owner)
     return owner
 
@@ -326,17 +324,6 @@ def owner_id() -> str:
 def retire_owner(owner: str) -> None:
     """Mark a driver identity of this process as finished: its leftover claims are dead."""
     _LOCAL_OWNERS.discard(owner)
-
-
-def _process_start(pid: int) -> str | None:
-    """A process's start time in clock ticks since boot (Linux), which tells a reused pid apart."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            data = handle.read()
-        # The command name may hold spaces or parentheses, so fields are counted after the last ')'.
-        return data[data.rindex(b")") + 2:].split()[19].decode()
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _owner_alive(owner: str | None) -> bool:
@@ -347,17 +334,11 @@ def _owner_alive(owner: str | None) -> bool:
         return True  # cannot see other hosts' processes; the heartbeat age decides instead
     try:
         pid = int(pid_text)
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
     except ValueError:
         return False
-    except PermissionError:
-        pass
-    if rest and rest[0] != "0":
-        started = _process_start(pid)
-        if started is not None and started != rest[0]:
-            return False  # the pid now belongs to another process
+    # A start time of 0 was recorded where none could be read: the pid alone must do.
+    if not same_process(pid, rest[0] if rest and rest[0] != "0" else None):
+        return False
     if pid == os.getpid() and len(rest) >= 2:
         return owner in _LOCAL_OWNERS
     return True
