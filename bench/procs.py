@@ -1,8 +1,10 @@
-"""Process groups on POSIX: end a child's whole group, tell whether anything in it still lives.
+"""Processes on POSIX: end a child's whole group, tell whether anything in it still lives, and
+tell whether a pid is still the process it was.
 
 A worker child leads its own session, so its pid is its group id. Everything here leaves the
 child itself unreaped: until it is reaped its pid cannot be reused, so a group signal sent by
-id can only reach what the child started.
+id can only reach what the child started. A pid recorded elsewhere (a claim in the store) has no
+such guarantee, so its start time is what tells the same process from a later one.
 """
 
 from __future__ import annotations
@@ -74,13 +76,8 @@ def group_has_live_member(pgid: int, leader: int | None = None) -> bool:
     for pid in members:
         if pid == leader:
             continue
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(b")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] != b"Z":
+        fields = _stat(pid)
+        if fields is not None and int(fields[2]) == pgid and fields[0] != b"Z":
             return True
     return False
 
@@ -102,3 +99,51 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists; one we may not signal exists too.
+
+    A number too large to be a pid raises OverflowError, as ``os.kill`` does.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def process_start(pid: int) -> str | None:
+    """A process's start time in clock ticks since boot (Linux), which tells a reused pid apart."""
+    try:
+        fields = _stat(pid)
+        return None if fields is None else fields[19].decode()
+    except (ValueError, IndexError):
+        return None
+
+
+def same_process(pid: int, started: str | None) -> bool:
+    """Whether ``pid`` is alive and, when its start time ``started`` was recorded, still that process.
+
+    Where the start time cannot be read now (no /proc), a live pid is taken for the same process.
+    """
+    if not pid_alive(pid):
+        return False
+    if started is not None:
+        now = process_start(pid)
+        if now is not None and now != started:
+            return False  # the pid now belongs to another process
+    return True
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name; None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return None
+    # The command name may hold spaces or parentheses, so fields are counted after the last ')'.
+    return data[data.rindex(b")") + 2:].split()

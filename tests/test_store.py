@@ -139,10 +139,10 @@ def test_export_writes_one_row_per_run_with_the_documented_columns(tmp_path, fmt
 
 def version_1_store(path):
     """A store as the first schema wrote it, holding one finished run with id 'old'."""
-    import bench.store as store_module
+    from bench.store.schema import _SCHEMA_V1
 
     db = sqlite3.connect(path)
-    db.executescript(store_module._SCHEMA_V1 + ";PRAGMA user_version=1;")
+    db.executescript(_SCHEMA_V1 + ";PRAGMA user_version=1;")
     db.execute(
         "INSERT INTO runs (run_id, suite, backbone, weights, dataset, size, strategy, strategy_label,"
         " strategy_params, seed, status, training_version, spec, test_acc) VALUES"
