@@ -83,6 +83,9 @@ def test_a_live_claim_is_respected_and_a_dead_one_is_not(tmp_path):
         assert store.claim(spec, dead)
         assert store.pending([spec]) == [spec], "a claim whose process is gone is pending again"
         assert store.claim(spec, live)
+    with ResultStore(tmp_path / "u.db") as store:
+        assert store.claim(spec, f"{socket.gethostname()}:{2**70}")
+        assert store.pending([spec]) == [spec], "a pid no process can have is no owner"
 
 
 def test_released_rerun_keeps_the_previous_result(tmp_path):

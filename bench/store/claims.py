@@ -49,6 +49,8 @@ def _owner_alive(owner: str | None) -> bool:
         pid = int(pid_text)
     except ValueError:
         return False
+    if not 0 < pid < 2**31:
+        return False  # no process has it: a damaged or hand-edited claim, free again
     # A start time of 0 was recorded where none could be read: the pid alone must do.
     if not same_process(pid, rest[0] if rest and rest[0] != "0" else None):
         return False
