@@ -25,8 +25,7 @@ from bench.report.plots import (
     profile_steps,
     strategy_palette,
 )
-from bench.report.render import markdown_table
-from bench.report.verdict import cell_gains, crossovers
+from bench.report.across import cell_gains, crossovers
 from bench.report.tables import (
     cost_table,
     failed_table,
@@ -35,6 +34,7 @@ from bench.report.tables import (
     results_table,
     training_version_warning,
 )
+from bench.report.writers import markdown_table
 from bench.store import ResultStore
 
 

@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.report_fixtures import frame_of, run_rows
 
-from bench.report.stats import t_interval
-from bench.report.verdict import (
+from bench.report.across import across_datasets, cell_gains, crossovers, logme_models, logme_ranking
+from bench.report.cells import flag_list
+from bench.report.equivalent import scratch_equivalents
+from bench.report.paired import (
     CALL_EQUIVALENT,
     CALL_INCONCLUSIVE,
     CALL_NO_SCRATCH,
@@ -24,20 +26,11 @@ from bench.report.verdict import (
     CALL_UNCLEAR,
     DEFAULT_MIN_EFFECT,
     MIN_PAIRS_FOR_CALL,
-    TIE_EPS,
-    VERDICT_COLUMNS,
-    across_datasets,
-    arm_verdicts,
-    cell_gains,
     classify,
-    crossovers,
-    describe_interval,
-    flag_list,
-    logme_models,
-    logme_ranking,
-    scratch_equivalents,
-    verdicts,
 )
+from bench.report.stats import TIE_EPS, t_interval
+from bench.report.verdict import VERDICT_COLUMNS, arm_verdicts, verdicts
+from bench.report.wording import describe_interval
 
 SCRATCH = [0.50, 0.52, 0.51, 0.49, 0.50]
 

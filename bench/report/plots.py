@@ -22,8 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from bench.report.tables import cost_table, ordered_labels, results_table, strategy_sort_key
-from bench.report.verdict import SCRATCH, done_runs
+from bench.report.tables import SCRATCH, cost_table, done_runs, ordered_labels, results_table, strategy_sort_key
 
 PLOT_NAMES = ("learning_curve", "performance_profile", "transfer_gain", "pareto", "epoch_curves")
 SCRATCH_COLOUR = "#4d4d4d"
