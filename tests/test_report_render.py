@@ -23,8 +23,8 @@ from bench.report.plots import (
     pareto_mask,
     performance_profile,
     profile_steps,
-    strategy_palette,
 )
+from bench.report.plotkit import strategy_palette
 from bench.report.across import cell_gains, crossovers
 from bench.report.tables import (
     cost_table,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from bench.report.cells import missing
 from bench.report.paired import CALL_INCONCLUSIVE, CALL_SCRATCH, CALL_TRANSFER
-from bench.report.plots import human_count
+from bench.report.plotkit import human_count
 from bench.report.stats import LEVEL
 from bench.report.wording import describe_interval, p_text
 

@@ -18,7 +18,8 @@ from bench.errors import BenchError, ReportError
 from bench.report.across import across_datasets, cell_gains, crossovers, logme_models, logme_ranking
 from bench.report.equivalent import scratch_equivalents
 from bench.report.paired import DEFAULT_MIN_EFFECT
-from bench.report.plots import PLOT_NAMES, build_plots, save_plot
+from bench.report.plotkit import save_plot
+from bench.report.plots import PLOT_NAMES, build_plots
 from bench.report.sections import build_sections
 from bench.report.tables import (
     SCRATCH,
@@ -37,6 +38,7 @@ from bench.report.wording import plural
 from bench.report.writers import html_page, markdown_page, write_text
 from bench.store import ResultStore
 from bench.tuning import split_final, tuning_summary
+
 
 @dataclass
 class Report:
