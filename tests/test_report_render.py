@@ -34,7 +34,6 @@ from bench.report.tables import (
     results_table,
     training_version_warning,
 )
-from bench.report.writers import markdown_table
 from bench.store import ResultStore
 
 
@@ -357,12 +356,6 @@ def test_progress_and_version_warning() -> None:
     assert training_version_warning(frame) is None
     frame.loc[0, "training_version"] = "2"
     assert "2 training versions" in training_version_warning(frame)
-
-
-def test_markdown_table_escapes_pipes() -> None:
-    text = markdown_table(pd.DataFrame({"a|b": ["x|y"], "c": ["line\nbreak"]}))
-    assert text.splitlines()[0] == r"| a\|b | c |"
-    assert text.splitlines()[2] == r"| x\|y | line break |"
 
 
 def test_store_with_only_failed_runs_still_reports_them(tmp_path: Path) -> None:
