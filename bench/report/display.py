@@ -9,7 +9,7 @@ import math
 
 import pandas as pd
 
-from bench.report.cells import missing
+from bench.report.cells import arm_name, missing
 from bench.report.paired import CALL_INCONCLUSIVE, CALL_SCRATCH, CALL_TRANSFER
 from bench.report.plotkit import human_count
 from bench.report.stats import LEVEL
@@ -38,8 +38,7 @@ def _count(value: object) -> str:
 
 
 def _arm_text(strategy: object, weights: object) -> str:
-    arm = str(strategy or "–")
-    return arm if weights in ("", "none", None) else f"{arm} ({weights})"
+    return arm_name(str(strategy or "–"), "" if weights is None else weights)
 
 
 def _equivalent_cell(row: pd.Series, classes: float) -> str:
