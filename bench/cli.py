@@ -197,7 +197,7 @@ def plan(
         typer.echo(f"... {len(rows) - len(shown)} more (--limit 0 shows all)")
     for what, reason in planned.skipped:
         typer.echo(f"skipped {what}: {reason}")
-    from bench.report.verdict import MIN_PAIRS_FOR_CALL
+    from bench.report.paired import MIN_PAIRS_FOR_CALL
 
     if len(suite.seeds) < MIN_PAIRS_FOR_CALL:
         typer.echo(f"warning: {len(suite.seeds)} seed(s) cannot support any verdict: a call needs at least "
@@ -257,7 +257,7 @@ def _render(db: Path, out: Path) -> None:
 
 def _verdict_lines(verdict) -> str:
     """The verdict as a short terminal table: one line per backbone, dataset and size."""
-    from bench.report.verdict import describe_interval
+    from bench.report.wording import describe_interval
 
     rows = []
     for _, row in verdict.iterrows():

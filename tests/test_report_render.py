@@ -23,10 +23,9 @@ from bench.report.plots import (
     pareto_mask,
     performance_profile,
     profile_steps,
-    strategy_palette,
 )
-from bench.report.render import markdown_table
-from bench.report.verdict import cell_gains, crossovers
+from bench.report.plotkit import strategy_palette
+from bench.report.across import cell_gains, crossovers
 from bench.report.tables import (
     cost_table,
     failed_table,
@@ -357,12 +356,6 @@ def test_progress_and_version_warning() -> None:
     assert training_version_warning(frame) is None
     frame.loc[0, "training_version"] = "2"
     assert "2 training versions" in training_version_warning(frame)
-
-
-def test_markdown_table_escapes_pipes() -> None:
-    text = markdown_table(pd.DataFrame({"a|b": ["x|y"], "c": ["line\nbreak"]}))
-    assert text.splitlines()[0] == r"| a\|b | c |"
-    assert text.splitlines()[2] == r"| x\|y | line break |"
 
 
 def test_store_with_only_failed_runs_still_reports_them(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ Nothing here imports torch; a report renders from the ``.db`` file alone.
 
 from __future__ import annotations
 
+from bench.report.across import crossovers
 from bench.report.render import Report, render_report
-from bench.report.verdict import crossovers, verdicts
+from bench.report.verdict import verdicts
 
 __all__ = ["Report", "crossovers", "render_report", "verdicts"]

@@ -1,63 +1,31 @@
-"""The report's figures, each built from DataFrames onto a fresh Agg-backed Figure.
-
-Figures are created without pyplot so rendering keeps no global figure state, opens no window
-and leaves the caller's matplotlib backend and rcParams untouched. One palette maps each
-strategy label to one colour in every figure.
-"""
+"""The report's figures, each built from DataFrames onto a fresh Agg-backed Figure from ``plotkit``."""
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
 
 import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from bench.report.tables import cost_table, ordered_labels, results_table, strategy_sort_key
-from bench.report.verdict import SCRATCH, done_runs
+from bench.report.plotkit import (
+    MARKERS,
+    SCRATCH_COLOUR,
+    STYLE,
+    Plot,
+    facet_title,
+    human_count,
+    legend,
+    new_figure,
+    strategy_palette,
+)
+from bench.report.tables import SCRATCH, cost_table, done_runs, ordered_labels, results_table, strategy_sort_key
 
 PLOT_NAMES = ("learning_curve", "performance_profile", "transfer_gain", "pareto", "epoch_curves")
-SCRATCH_COLOUR = "#4d4d4d"
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-
-_STYLE = {
-    **sns.axes_style("whitegrid"),
-    **sns.plotting_context("notebook", font_scale=0.85),
-    "svg.fonttype": "none",
-    "figure.dpi": 100,
-}
-
-
-@dataclass
-class Plot:
-    """A finished figure with the words that go around it."""
-
-    name: str
-    title: str
-    caption: str
-    figure: Figure
-
-
-def strategy_palette(labels: Iterable[str]) -> dict[str, str]:
-    """Map every strategy label to one hex colour: scratch dark grey, the rest colour-blind safe."""
-    ordered = ordered_labels(labels)
-    others = [label for label in ordered if label.split("[", 1)[0] != SCRATCH]
-    # The colour-blind palette's grey (index 7) is reserved in spirit for scratch; skip it.
-    base = [c for i, c in enumerate(sns.color_palette("colorblind", 10).as_hex()) if i != 7]
-    if len(others) > len(base):
-        base = sns.color_palette("husl", len(others)).as_hex()
-    palette = {label: base[i] for i, label in enumerate(others)}
-    palette.update({label: SCRATCH_COLOUR for label in ordered if label.split("[", 1)[0] == SCRATCH})
-    return palette
 
 
 def pareto_mask(cost: Iterable[float], value: Iterable[float]) -> np.ndarray:
@@ -70,31 +38,6 @@ def pareto_mask(cost: Iterable[float], value: Iterable[float]) -> np.ndarray:
         dominated = (x <= x[i]) & (y >= y[i]) & ((x < x[i]) | (y > y[i]))
         keep[i] = not dominated.any()
     return keep
-
-
-def _figure(nrows: int, ncols: int, panel: tuple[float, float], **kw) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(panel[0] * ncols + 0.6, panel[1] * nrows + 0.9), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
-    return fig, axes
-
-
-def _legend(fig: Figure, palette: dict[str, str], labels: list[str], extra: list[Line2D] = ()) -> None:
-    handles = [Line2D([], [], color=palette[label], marker="o", lw=2, label=label) for label in labels]
-    handles += list(extra)
-    fig.legend(handles=handles, loc="outside upper center", ncol=min(len(handles), 6), frameon=False)
-
-
-def human_count(value: float) -> str:
-    """Short parameter counts for labels: 950, 12.3k, 11.2M, 1.1B."""
-    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.0f}"
-
-
-def _facet_title(*parts: str) -> str:
-    return " · ".join(str(p) for p in parts if p)
 
 
 def _size_axis(done: pd.DataFrame) -> tuple[pd.Series, str, bool]:
@@ -145,8 +88,8 @@ def learning_curve(
         (r["backbone"], r["dataset"]): r for r in crossover.to_dict("records")
     }
     marked = False
-    with matplotlib.rc_context(_STYLE):
-        fig, axes = _figure(nrows, ncols, (4.4, 3.4), sharey=True)
+    with matplotlib.rc_context(STYLE):
+        fig, axes = new_figure(nrows, ncols, (4.4, 3.4), sharey=True)
         for ax in axes.flat[len(panels):]:
             ax.set_axis_off()
         for ax, ((backbone, dataset), part) in zip(axes.flat, panels):
@@ -166,7 +109,7 @@ def learning_curve(
                 ax.set_xticks(ticks["x"], ticks["size"])
             if (backbone, dataset) in crossings:
                 marked |= _mark_crossover(ax, part, crossings[(backbone, dataset)])
-            ax.set_title(_facet_title(backbone, dataset))
+            ax.set_title(facet_title(backbone, dataset))
             ax.set_xlabel(xlabel)
             ax.set_ylabel("test accuracy (%)")
             ax.yaxis.set_tick_params(labelleft=True)
@@ -176,7 +119,7 @@ def learning_curve(
                 Line2D([], [], color="black", ls="--", lw=1, label="crossover"),
                 Line2D([], [], color="grey", alpha=0.3, lw=8, label="95% bootstrap"),
             ]
-        _legend(fig, palette, labels, extra)
+        legend(fig, palette, labels, extra)
     caption = (
         "Mean test accuracy over seeds at each training-set size; the shaded band is ±1 standard "
         "deviation over seeds (absent with a single seed)."
@@ -212,9 +155,9 @@ def performance_profile(gains: pd.DataFrame, palette: dict[str, str]) -> Plot | 
     pad = max((high - low) * 0.1, 1.0)
     left, right = min(low, 0.0) - pad, max(high, 0.0) + pad
     labels = ordered_labels(gains["strategy_label"])
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         ncols = min(len(backbones), 3)
-        fig, axes = _figure(math.ceil(len(backbones) / ncols), ncols, (4.6, 3.4), sharey=True)
+        fig, axes = new_figure(math.ceil(len(backbones) / ncols), ncols, (4.6, 3.4), sharey=True)
         for ax in axes.flat[len(backbones):]:
             ax.set_axis_off()
         for ax, backbone in zip(axes.flat, backbones):
@@ -224,12 +167,12 @@ def performance_profile(gains: pd.DataFrame, palette: dict[str, str]) -> Plot | 
                 ax.plot(x, share, color=palette.get(label, "black"), ls=dashes[weight], lw=1.8, drawstyle="steps-post")
             ax.axvline(0.0, color=SCRATCH_COLOUR, lw=1, ls=":")
             ax.set_ylim(-0.02, 1.02)
-            ax.set_title(_facet_title(backbone))
+            ax.set_title(facet_title(backbone))
             ax.set_xlabel("gain over scratch, x (pts)")
             ax.set_ylabel("fraction of cells with gain > x")
             ax.yaxis.set_tick_params(labelleft=True)
         extra = [Line2D([], [], color="grey", ls=dashes[w], label=w) for w in weights] if len(weights) > 1 else []
-        _legend(fig, palette, labels, extra)
+        legend(fig, palette, labels, extra)
     n_cells = gains.groupby(["backbone", "weights", "strategy_label"]).size().max()
     caption = (
         "Performance profile: for each transfer arm, the fraction of dataset × size cells (up to "
@@ -259,8 +202,8 @@ def gain_heatmap(frame: pd.DataFrame) -> Plot | None:
     nrows = math.ceil(len(panels) / ncols)
     n_arms = cost["arm"].nunique()
     n_sizes = cost["size"].nunique()
-    with matplotlib.rc_context(_STYLE):
-        fig, axes = _figure(nrows, ncols, (1.3 * n_sizes + 3.0, 0.5 * n_arms + 1.6))
+    with matplotlib.rc_context(STYLE):
+        fig, axes = new_figure(nrows, ncols, (1.3 * n_sizes + 3.0, 0.5 * n_arms + 1.6))
         for ax in axes.flat[len(panels):]:
             ax.set_axis_off()
         for ax, ((backbone, dataset), part) in zip(axes.flat, panels):
@@ -271,7 +214,7 @@ def gain_heatmap(frame: pd.DataFrame) -> Plot | None:
                 grid, ax=ax, cmap="RdBu", vmin=-limit, vmax=limit, annot=True, fmt="+.1f",
                 linewidths=0.5, cbar_kws={"label": "gain over scratch (pts)"},
             )
-            ax.set_title(_facet_title(backbone, dataset))
+            ax.set_title(facet_title(backbone, dataset))
             ax.set_xlabel("training-set size")
             ax.set_ylabel("strategy")
             ax.tick_params(axis="y", rotation=0)
@@ -296,8 +239,8 @@ def pareto_plot(frame: pd.DataFrame, palette: dict[str, str]) -> Plot | None:
     top = float(params.max()) or 1.0
     results["marker_area"] = 30 + 320 * np.sqrt(params / top)
     labels = ordered_labels(results["strategy_label"])
-    with matplotlib.rc_context(_STYLE):
-        fig, axes = _figure(len(datasets), len(sizes), (3.9, 3.3))
+    with matplotlib.rc_context(STYLE):
+        fig, axes = new_figure(len(datasets), len(sizes), (3.9, 3.3))
         for r, dataset in enumerate(datasets):
             for c, size in enumerate(sizes):
                 ax = axes[r, c]
@@ -319,7 +262,7 @@ def pareto_plot(frame: pd.DataFrame, palette: dict[str, str]) -> Plot | None:
                 spread = part["wall_s_mean"].max() / max(part["wall_s_mean"].min(), 1e-9)
                 if spread > 20:
                     ax.set_xscale("log")
-                ax.set_title(_facet_title(dataset, f"size {size}"))
+                ax.set_title(facet_title(dataset, f"size {size}"))
                 ax.set_xlabel("mean wall time per run (s)")
                 ax.set_ylabel("mean test accuracy (%)")
         extra = [Line2D([], [], color="black", ls="--", lw=1, label="Pareto front")]
@@ -332,7 +275,7 @@ def pareto_plot(frame: pd.DataFrame, palette: dict[str, str]) -> Plot | None:
             extra += [
                 Line2D([], [], color="grey", marker=markers[b], ls="none", label=b) for b in backbones
             ]
-        _legend(fig, palette, labels, extra)
+        legend(fig, palette, labels, extra)
     caption = (
         "Each point is one strategy (and backbone) at one size: mean wall time against mean test "
         "accuracy. Marker area grows with the number of trainable parameters; circled points on "
@@ -358,8 +301,8 @@ def epoch_curves(frame: pd.DataFrame, epochs: pd.DataFrame, palette: dict[str, s
     labels = ordered_labels(curves["strategy_label"])
     weights = curves.loc[curves["strategy"] != SCRATCH, "weights"].unique()
     style = "weights" if len(weights) > 1 else None
-    with matplotlib.rc_context(_STYLE):
-        fig, axes = _figure(len(panels), len(sizes), (3.6, 2.9), sharey=True)
+    with matplotlib.rc_context(STYLE):
+        fig, axes = new_figure(len(panels), len(sizes), (3.6, 2.9), sharey=True)
         for r, panel in enumerate(panels):
             for c, size in enumerate(sizes):
                 ax = axes[r, c]
@@ -372,11 +315,11 @@ def epoch_curves(frame: pd.DataFrame, epochs: pd.DataFrame, palette: dict[str, s
                     hue_order=[label for label in labels if label in set(part["strategy_label"])],
                     errorbar="sd", legend=False, ax=ax,
                 )
-                ax.set_title(_facet_title(panel, f"size {size}"))
+                ax.set_title(facet_title(panel, f"size {size}"))
                 ax.set_xlabel("epoch")
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.set_ylabel("validation accuracy (%)")
-        _legend(fig, palette, labels)
+        legend(fig, palette, labels)
     caption = "Validation accuracy after each epoch, mean over seeds with a ±1 std band."
     return Plot("epoch_curves", "Per-epoch validation curves", caption, fig)
 
@@ -387,8 +330,8 @@ def build_plots(
 ) -> list[Plot]:
     """Every figure the data supports, sharing one strategy palette.
 
-    ``crossover`` (from ``verdict.crossovers``) is marked on the learning curves; ``gains`` (from
-    ``verdict.cell_gains``) feeds the performance profile, which is left out without it.
+    ``crossover`` (from ``across.crossovers``) is marked on the learning curves; ``gains`` (from
+    ``across.cell_gains``) feeds the performance profile, which is left out without it.
     """
     palette = strategy_palette(frame["strategy_label"]) if not frame.empty else {}
     built = [
@@ -399,16 +342,3 @@ def build_plots(
         epoch_curves(frame, epochs, palette),
     ]
     return [plot for plot in built if plot is not None]
-
-
-def save_plot(plot: Plot, folder: Path, *, dpi: int = 110) -> bytes:
-    """Write ``<name>.png`` and ``<name>.svg`` under ``folder``; return the PNG bytes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    plot.figure.savefig(buffer, format="png", dpi=dpi)
-    png = buffer.getvalue()
-    (folder / f"{plot.name}.png").write_bytes(png)
-    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "transfer-bench"}):
-        plot.figure.savefig(folder / f"{plot.name}.svg", format="svg", metadata={"Date": None})
-    return png
-
