@@ -95,6 +95,22 @@ def tuned_key(tuned: Mapping[str, Any] | str) -> str:
     return json.dumps(dict(tuned), sort_keys=True)
 
 
+def grid_edge(chosen: Mapping[str, Any], tried: Sequence[Mapping[str, Any]]) -> str:
+    """The numeric settings of ``chosen`` at the smallest or largest value tried, e.g. ``lr_factor=3 (largest)``.
+
+    A choice at the edge of its grid says the best value may lie beyond it: the arm may be
+    under-tuned, and a wider grid is the fix. Settings with fewer than three values have no inside.
+    """
+    edges = []
+    for key, value in sorted(chosen.items()):
+        values = sorted({p[key] for p in tried if isinstance(p.get(key), (int, float)) and not isinstance(p[key], bool)})
+        if len(values) < 3 or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if value == values[0] or value == values[-1]:
+            edges.append(f"{key}={_short(value)} ({'smallest' if value == values[0] else 'largest'})")
+    return ", ".join(edges)
+
+
 # -- reading choices back from a results frame ---------------------------------------------
 
 
@@ -145,7 +161,7 @@ def tuning_summary(frame: Any, seeds: Sequence[int], tuning_seeds: Sequence[int]
     import pandas as pd
 
     columns = ["backbone", "weights", "dataset", "size", "strategy", "grid_points", "chosen", "chosen_val_acc",
-               "sweep_runs", "sweep_s"]
+               "grid_edge", "sweep_runs", "sweep_s"]
     if frame.empty or "arm" not in frame or not (frame["arm"] != "").any():
         return pd.DataFrame(columns=columns)
     chosen = selections(frame, tuning_seeds)
@@ -162,6 +178,7 @@ def tuning_summary(frame: Any, seeds: Sequence[int], tuning_seeds: Sequence[int]
             "grid_points": runs["tuned"].map(tuned_key).nunique(),
             "chosen": point_label(json.loads(point)) if point else "pending",
             "chosen_val_acc": float(on_tuning["val_acc"].mean()) if len(on_tuning) else math.nan,
+            "grid_edge": grid_edge(json.loads(point), [json.loads(tuned_key(t)) for t in runs["tuned"]]) if point else "",
             "sweep_runs": len(extra), "sweep_s": float(extra["wall_s"].fillna(0).sum()),
         })
     return pd.DataFrame(rows, columns=columns)

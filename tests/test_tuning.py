@@ -119,3 +119,13 @@ def test_swapping_the_test_labels_changes_no_selection(tmp_path, monkeypatch):
     assert selections(frames[0], [0]) == selections(frames[1], [0])
     assert frames[0]["val_acc"].tolist() == pytest.approx(frames[1]["val_acc"].tolist())
     assert frames[0]["test_acc"].tolist() != frames[1]["test_acc"].tolist()
+
+
+def test_a_choice_at_the_edge_of_its_grid_is_named():
+    from bench.tuning import grid_edge
+
+    tried = [{"lr_factor": f, "augment": a} for f in (0.3, 1.0, 3.0) for a in ("none", "light")]
+    assert grid_edge({"lr_factor": 3.0, "augment": "none"}, tried) == "lr_factor=3 (largest)"
+    assert grid_edge({"lr_factor": 0.3, "augment": "none"}, tried) == "lr_factor=0.3 (smallest)"
+    assert grid_edge({"lr_factor": 1.0, "augment": "light"}, tried) == ""
+    assert grid_edge({"lr_factor": 3.0}, [{"lr_factor": 1.0}, {"lr_factor": 3.0}]) == ""  # two values have no inside

@@ -173,6 +173,14 @@ def build_sections(
     return sections
 
 
+def _edge_note(tuning: pd.DataFrame) -> str:
+    at_edge = int((tuning["grid_edge"] != "").sum())
+    if not at_edge:
+        return ""
+    return (f" {at_edge} of {len(tuning)} arms chose a value at the edge of its grid (column grid_edge): the best "
+            "value may lie beyond it, so those arms may be under-tuned; widen the grid in the suite's tuning block.")
+
+
 def _tuning_sections(tuning: pd.DataFrame, probe: pd.DataFrame, final: pd.DataFrame) -> list[Section]:
     """What each arm was tuned over, what was chosen on validation, and what the sweep cost."""
     sections = []
@@ -186,6 +194,7 @@ def _tuning_sections(tuning: pd.DataFrame, probe: pd.DataFrame, final: pd.DataFr
                 "Every trained arm swept the same grid on the tuning seeds; the configuration with the best "
                 "mean validation accuracy then ran on every seed, and only those runs enter the verdict. Test "
                 f"accuracy played no part in any choice. The sweep's extra runs cost {sweep_s:.0f} s{share}."
+                + _edge_note(tuning)
             ),
             table=tuning.assign(chosen_val_acc=tuning["chosen_val_acc"].map(lambda v: f"{v:.3f}"),
                                 sweep_s=tuning["sweep_s"].map(lambda v: f"{v:.0f}")),
