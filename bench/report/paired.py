@@ -11,6 +11,20 @@ import math
 import numpy as np
 
 from bench.report.cells import Arm, arm_name
+from bench.report.rules import (  # noqa: F401  (the calls are read from here too)
+    ALPHA,
+    CALL_EQUIVALENT,
+    CALL_INCONCLUSIVE,
+    CALL_NO_SCRATCH,
+    CALL_NO_TRANSFER,
+    CALL_NO_VALIDATION,
+    CALL_SCRATCH,
+    CALL_TOO_FEW,
+    CALL_TRANSFER,
+    CALL_UNCLEAR,
+    DEFAULT_MIN_EFFECT,
+    MIN_PAIRS_FOR_CALL,
+)
 from bench.report.stats import (
     METHOD_T,
     METHOD_WILSON,
@@ -21,28 +35,6 @@ from bench.report.stats import (
     wilson_interval,
 )
 from bench.report.tables import SCRATCH
-
-# One percentage point: about the seed-to-seed spread of a small fine-tuning run and one test
-# image in a hundred; a smaller gain rarely justifies changing how a model is trained. A suite
-# can change it under ``verdict: {min_effect: ...}``.
-DEFAULT_MIN_EFFECT = 0.01
-
-# Family-wise error rate for the per-arm table: the usual 5%, matching the 95% intervals.
-ALPHA = 0.05
-
-# With two pairs the t interval has one degree of freedom (its multiplier is 12.7) and an exact
-# sign-flip p-value cannot go below 0.5; three pairs is the least at which either says anything.
-MIN_PAIRS_FOR_CALL = 3
-
-CALL_TRANSFER = "transfer wins"
-CALL_SCRATCH = "scratch wins"
-CALL_EQUIVALENT = "equivalent"
-CALL_UNCLEAR = "no clear difference"
-CALL_TOO_FEW = "no clear difference (n too small)"
-CALL_INCONCLUSIVE = "inconclusive"
-CALL_NO_SCRATCH = "no scratch baseline"
-CALL_NO_TRANSFER = "no transfer runs"
-CALL_NO_VALIDATION = "no validation accuracy to choose an arm"
 
 # The statistics of one arm against scratch, shared by the headline and the per-arm table.
 COMPARE_COLUMNS = [
