@@ -13,6 +13,7 @@ from typing import Any, Optional
 import typer
 
 from bench.errors import BenchError
+from bench.executors import DEFAULT_EXECUTOR, EXECUTORS
 
 DEFAULT_SUITE = Path("suites/quick.yaml")
 
@@ -38,6 +39,20 @@ app = typer.Typer(
         + EXIT_CODES
     ),
 )
+
+
+def _executor_choices(*, notes: bool, cluster: bool) -> str:
+    """The executor names for an option's help, from the one table of them."""
+    names = []
+    for name, entry in EXECUTORS.items():
+        if entry.cluster and not cluster:
+            continue
+        said = [entry.note] if notes and entry.note else []
+        said += ["default"] if name == DEFAULT_EXECUTOR else []
+        names.append(f"{name} ({', '.join(said)})" if said else name)
+    return ", ".join(names) + "."
+
+
 list_app = typer.Typer(help="Discover names a suite can use (backbones, datasets, strategies) and shipped suites.", no_args_is_help=True)
 app.add_typer(list_app, name="list")
 
@@ -85,7 +100,7 @@ def _resolve_db(target: str, results_dir: Path) -> tuple[Path, str]:
 @_guard
 def run(
     suite_file: Path = typer.Argument(DEFAULT_SUITE, metavar="SUITE", help="Suite YAML file."),
-    executor: Optional[str] = typer.Option(None, "--executor", "-e", help="local (a child process per run, default), inprocess, gpus, ray."),
+    executor: Optional[str] = typer.Option(None, "--executor", "-e", help=_executor_choices(notes=True, cluster=True)),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Runs at once (local: default 1; ray: default the cluster's GPUs or CPUs)."),
     per_gpu: int = typer.Option(1, "--per-gpu", min=1, help="gpus, ray: runs sharing one GPU at once."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster, 'auto' or ray://HOST:PORT (default: a local instance)."),
@@ -333,7 +348,7 @@ def check(
     image_size: Optional[int] = typer.Option(None, help="Input size (default: what the weights expect)."),
     batch_size: Optional[int] = typer.Option(None, min=1, help="Batch size (default 64)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
-    executor: Optional[str] = typer.Option(None, "--executor", "-e", help="local (default), inprocess, gpus."),
+    executor: Optional[str] = typer.Option(None, "--executor", "-e", help=_executor_choices(notes=False, cluster=False)),
     jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Runs at once with the local executor."),
     name: Optional[str] = typer.Option(None, help="Suite name (default check-<data>)."),
     results_dir: Path = typer.Option(Path("results"), help="Where results/<name>.db lives."),

@@ -12,17 +12,12 @@ import time
 import pytest
 
 from bench.errors import BenchError
-from bench.executors import (
-    ABANDONED,
-    Job,
-    SubprocessExecutor,
-    cpu_share_env,
-    describe_exit,
-    gpu_slot_env,
-    make_executor,
-)
+from bench.executors import ABANDONED, Job, make_executor
+from bench.gpu_executor import gpu_slot_env
 from bench.runner import normalise_error
+from bench.subprocess_executor import SubprocessExecutor
 from bench.worker import FAULT_ENV
+from bench.worker_pool import cpu_share_env, describe_exit
 from tests.faults_helpers import REPO, TAG_ENV, group_gone, kill_tagged, new_tag, tagged_processes, wait_for
 
 
@@ -90,7 +85,8 @@ def test_abandon_kills_running_children_and_reports_them_abandoned(monkeypatch, 
 
 _DRIVER = textwrap.dedent("""
     import sys, time
-    from bench.executors import Job, SubprocessExecutor
+    from bench.executors import Job
+    from bench.subprocess_executor import SubprocessExecutor
     executor = SubprocessExecutor(kill_grace_s=30)
     executor.submit(Job("run", "cafe", "cell", {"spec": "{}", "cache_dir": "."}))
     time.sleep(600)
