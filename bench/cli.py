@@ -172,10 +172,10 @@ def plan(
     estimate: bool = typer.Option(True, "--estimate/--no-estimate", help="Estimate the wall time (may time a few training steps)."),
 ) -> None:
     """Show the expanded matrix (count, table, cells already done), downloads and an estimated wall time; run nothing."""
-    from bench.estimate import survey_data
     from bench.runner import preflight, store_path_for
     from bench.store import ResultStore
     from bench.suite import load_suite
+    from bench.survey import survey_data
 
     suite = load_suite(suite_file)
     preflight(suite, results_dir)
@@ -222,7 +222,8 @@ def plan(
 
 def _plan_costs(suite, survey, statuses: dict[str, str], results_dir: Path, estimate: bool) -> None:
     """What a first run downloads, and how long the cells still to run should take."""
-    from bench.estimate import downloads, estimate_suite, format_bytes, missing_hub_weights
+    from bench.estimate import estimate_suite, format_bytes
+    from bench.survey import downloads, missing_hub_weights
 
     fetch = [(f"{d.name} ({format_bytes(d.download_bytes)})", d.download_bytes, str(d.root)) for d in downloads(survey)]
     fetch += [(f"{w.backbone} {w.weights} ({format_bytes(w.approx_bytes)})", w.approx_bytes, w.where)
