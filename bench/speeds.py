@@ -287,7 +287,6 @@ def _write_cache(path: Path | None, cache: dict[str, Any]) -> None:
         pass  # an estimate must never stop a plan; the next one calibrates again
 
 
-
 def _per_image(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms" if seconds < 1 else f"{seconds:.1f} s"
 
