@@ -52,7 +52,7 @@ def worker_env(slot_env: dict[str, str], slots: int, threads: int | None) -> dic
 
 
 def spawn_worker(env: dict[str, str]) -> WorkerProcess:
-    """Start a worker child in its own session, waiting for jobs on its stdin."""
+    """Start a worker child that leads its own process group, waiting for jobs on its stdin."""
     read_fd, write_fd = os.pipe()
     life_read, life_write = os.pipe()
     env = {**env, EVENT_FD_ENV: str(write_fd), LIFELINE_FD_ENV: str(life_read), "PYTHONUNBUFFERED": "1"}
