@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.executors import ABANDONED, Executor, Job, Outcome
+from bench.executor_base import ABANDONED, Executor, ExecutorOptions, Job, Outcome
 
 _POLL_S = 0.25
 
@@ -85,6 +85,11 @@ class RayExecutor(Executor):
         self._remote = ray.remote(run_job)
         # A worker that ran a GPU cell keeps its CUDA context and cached memory: GPU cells get a fresh one.
         self._remote_fresh = ray.remote(max_calls=1)(run_job)
+
+    @classmethod
+    def from_options(cls, options: ExecutorOptions) -> RayExecutor:
+        return cls(address=options.address, slots=options.jobs, per_gpu=options.per_gpu,
+                   max_retries=options.max_retries)
 
     def task_gpus(self, job: Job) -> float:
         """The GPU share a job asks Ray for: a share when CUDA is wanted and the cluster has GPUs, else 0."""

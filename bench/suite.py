@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import SuiteError
+from bench.executors import DEFAULT_EXECUTOR, EXECUTOR_NAMES
 from bench.tuning import DEFAULT_GRID, LR_FACTOR, TunedArm, grid_points
 from bench.records import TRAINING_VERSION, RunSpec, content_hash, strategy_label
 
@@ -239,7 +240,7 @@ class Suite(_Strict):
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     verdict: VerdictConfig = Field(default_factory=VerdictConfig)
     device: str = "auto"
-    executor: Literal["local", "inprocess", "gpus", "ray"] = "local"
+    executor: Literal[EXECUTOR_NAMES] = DEFAULT_EXECUTOR
     source: str | None = Field(None, exclude=True)
 
     @model_validator(mode="before")

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from bench.executors import group_has_live_member
+from bench.procs import group_has_live_member
 from bench.suite import suite_from_dict
 from tests.conftest import TINY_TRAINING
 

@@ -9,22 +9,12 @@ import numpy as np
 import pytest
 
 from bench.errors import SuiteError
-from bench.estimate import (
-    CALIBRATION,
-    EARLIER_RUNS,
-    Speed,
-    Work,
-    downloads,
-    estimate_suite,
-    format_bytes,
-    format_duration,
-    pending_cells,
-    schedule,
-    survey_data,
-)
+from bench.estimate import estimate_suite, format_bytes, format_duration, pending_cells
 from bench.runner import run_suite
+from bench.speeds import CALIBRATION, EARLIER_RUNS, Speed, Work, schedule
 from bench.store import ResultStore
 from bench.suite import suite_from_dict
+from bench.survey import downloads, survey_data
 from tests.conftest import TINY_TRAINING, tiny_suite_dict
 
 TRAINING = {"batch_size": 16, "epochs": 1, "min_steps": 2}
@@ -153,7 +143,8 @@ def test_the_schedule_matches_the_images_a_run_trains_on(tmp_path):
     suite = suite_from_dict(raw)
     summary = run_suite(suite, results_dir=tmp_path, executor="inprocess")
     survey = survey_data(suite)
-    from bench.estimate import cell_work, data_key
+    from bench.speeds import cell_work
+    from bench.survey import data_key
 
     with ResultStore(summary.store_path, readonly=True) as store:
         for spec in store.specs():
@@ -181,7 +172,7 @@ def test_hub_weights_missing_from_the_caches_are_listed_with_their_size(tmp_path
 
     import torchvision
 
-    from bench.estimate import missing_hub_weights
+    from bench.survey import missing_hub_weights
 
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 
 from bench.errors import StoreError
-from bench.executors import SubprocessExecutor
 from bench.runner import SilentObserver, run_suite
 from bench.store import ResultStore
+from bench.subprocess_executor import SubprocessExecutor
 from bench.suite import suite_from_dict
 from bench.worker import FAULT_ENV
 from tests.faults_helpers import (

@@ -8,10 +8,12 @@ import time
 
 import pytest
 
-from bench.executors import Job, SubprocessExecutor, cpu_share_env, make_executor
+from bench.executors import Job, make_executor
 from bench.procs import cpu_count
+from bench.subprocess_executor import SubprocessExecutor
 from bench.suite import suite_from_dict
 from bench.worker import FAULT_ENV, THREADS_ENV
+from bench.worker_pool import cpu_share_env
 from tests.faults_helpers import (
     TAG_ENV, group_gone, image_folder, kill_tagged, new_tag, scratch_suite, tagged_processes, wait_for,
 )

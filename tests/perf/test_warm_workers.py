@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
-from bench.executors import SubprocessExecutor
 from bench.procs import cpu_count
 from bench.runner import SilentObserver, run_suite
+from bench.subprocess_executor import SubprocessExecutor
 from bench.suite import suite_from_dict
 from tests.faults_helpers import scratch_suite
 
