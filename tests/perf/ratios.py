@@ -142,7 +142,7 @@ def warm_against_process_per_cell(work: Path, repeats: int) -> str:
     def one(warm: bool) -> float:
         started = time.perf_counter()
         summary = run_suite(suite, results_dir=work / f"warm-{next(counter)}",
-                            executor=SubprocessExecutor(jobs=1, warm=warm), observer=SilentObserver())
+                            executor=SubprocessExecutor(slots=1, warm=warm), observer=SilentObserver())
         assert summary.done == summary.planned, summary.failures
         return time.perf_counter() - started
 
