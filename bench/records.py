@@ -21,6 +21,9 @@ STATUS_DONE = "done"
 STATUS_FAILED = "failed"
 STATUS_RUNNING = "running"
 
+# What a finished run must report on the test set; a result without all three is a failure.
+TEST_METRICS = ("test_acc", "test_balanced_acc", "test_macro_f1")
+
 
 def content_hash(value: Any) -> str:
     """A short stable id for a JSON-able value: key order and float spelling don't matter."""

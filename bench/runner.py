@@ -21,7 +21,9 @@ from typing import Any, Protocol
 
 from bench.errors import StoreError, SuiteError
 from bench.executors import ABANDONED, Executor, Job, Message, Outcome, make_executor
-from bench.records import STATUS_DONE, STATUS_FAILED, RunResult, RunSpec
+from bench.failures import OUT_OF_MEMORY, classify
+from bench.failures import normalise_error as normalise_error  # re-exported
+from bench.records import STATUS_DONE, STATUS_FAILED, TEST_METRICS, RunResult, RunSpec
 from bench.store import ResultStore, check_store_path, owner_id, retire_owner
 from bench.suite import Suite, check_weights
 from bench.tuning import choose
@@ -398,7 +400,7 @@ class _Driver:
 
     def _oom_retry(self, spec: RunSpec, result: RunResult) -> Job | None:
         """The same cell at half the batch size, when out of CUDA memory and retries are left."""
-        if result.status == STATUS_DONE or not (result.error or "").startswith(OOM_PREFIX):
+        if result.status == STATUS_DONE or classify(result.error) != OUT_OF_MEMORY:
             return None
         batch = int(spec.training["batch_size"])
         tries = self.oom_tries.get(spec.run_id, 0)
@@ -424,28 +426,11 @@ class _Driver:
         self.observer.job_finished(outcome.job, result, outcome)
 
 
-OOM_PREFIX = "CUDA out of memory"
-_OOM_MARKERS = ("CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
-_METRICS = ("test_acc", "test_balanced_acc", "test_macro_f1")
-
-
-def normalise_error(error: str | None) -> str | None:
-    """Make every way CUDA reports running out of memory start with 'CUDA out of memory'."""
-    if not error or error.startswith(OOM_PREFIX):
-        return error
-    head, _, rest = error.partition(": ")
-    if head.rsplit(".", 1)[-1] == "OutOfMemoryError" and rest:
-        return rest if rest.startswith(OOM_PREFIX) else f"{OOM_PREFIX}: {rest}"
-    if any(marker in error for marker in _OOM_MARKERS):
-        return f"{OOM_PREFIX}: {error}"
-    return error
-
-
 def _complete_or_failed(result: RunResult) -> RunResult:
     """A result marked done must carry every metric and its curve; otherwise it is a failure."""
     if result.status != STATUS_DONE:
         return result
-    missing = [m for m in _METRICS if getattr(result, m) is None]
+    missing = [m for m in TEST_METRICS if getattr(result, m) is None]
     if not result.epochs:
         missing.append("epochs")
     if missing:

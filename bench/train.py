@@ -30,7 +30,7 @@ from bench.loop import (
     STOP_PATIENCE, EpochCallback, FitOutcome, assert_unchanged, fit, fit_frozen_head, snapshot_frozen,
 )
 from bench.loop import MAX_VALIDATIONS as MAX_VALIDATIONS, build_optimizer as build_optimizer  # re-exported
-from bench.records import STATUS_DONE, EpochRecord, RunResult, RunSpec
+from bench.records import STATUS_DONE, TEST_METRICS, EpochRecord, RunResult, RunSpec
 from bench.strategies import get_strategy
 
 MAX_NOTES = 50
@@ -85,10 +85,10 @@ def run(
     result = RunResult(run_id=spec.run_id, status="failed", started_at=started_at, batch_size=spec.training["batch_size"])
     try:
         _run_into(spec, result, weights_file, on_epoch, features_dir)
-        missing = [m for m in ("test_acc", "test_balanced_acc", "test_macro_f1") if getattr(result, m) is None]
+        missing = [m for m in TEST_METRICS if getattr(result, m) is None]
         if missing:
             raise TrainingFailed(f"run ended without {', '.join(missing)}")
-        if not all(math.isfinite(getattr(result, m)) for m in ("test_acc", "test_balanced_acc", "test_macro_f1")):
+        if not all(math.isfinite(getattr(result, m)) for m in TEST_METRICS):
             raise TrainingFailed("run ended with non-finite test metrics")
         result.status = STATUS_DONE
     except Exception as exc:  # a bug or a library error keeps its traceback for the report

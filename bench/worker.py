@@ -15,7 +15,6 @@ import gc
 import json
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -94,11 +93,10 @@ def _use_thread_share() -> None:
 
 def describe_failure(exc: BaseException) -> dict[str, Any]:
     """An error event: a user-facing error as its one line, anything else with its traceback."""
-    from bench.errors import BenchError
+    from bench.failures import describe
 
-    if isinstance(exc, BenchError):
-        return {"type": "error", "error": str(exc), "traceback": None}
-    return {"type": "error", "error": f"{type(exc).__name__}: {exc}".splitlines()[0], "traceback": traceback.format_exc()}
+    error, trace = describe(exc)
+    return {"type": "error", "error": error, "traceback": trace}
 
 
 def main() -> int:
