@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bench.strategies import default_lrs, get_strategy
 from bench.tuning import DEFAULT_GRID, LR_FACTOR
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$")
@@ -50,7 +51,7 @@ class TrainingConfig(_Strict):
     image_size: int | None = Field(None, ge=8, description="None: the backbone's pretrained input size")
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float | dict[str, float] = Field(
-        default_factory=lambda: {"scratch": 1e-3, "frozen": 1e-2, "partial": 1e-3, "full": 1e-3}
+        default_factory=lambda: default_lrs()
     )
     backbone_lr_scale: float = Field(0.1, gt=0, le=1)
     weight_decay: float = Field(0.05, ge=0)
@@ -79,7 +80,7 @@ class TrainingConfig(_Strict):
                 return self.lr[strategy]
             if "default" in self.lr:
                 return self.lr["default"]
-            return 1e-3
+            return get_strategy(strategy).default_lr
         return self.lr
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.config import NOT_IN_ID, BackboneConfig, DatasetConfig
 from bench.records import TRAINING_VERSION, RunSpec, content_hash, strategy_label
+from bench.strategies import Scratch, get_strategy
 from bench.tuning import LR_FACTOR, TunedArm, grid_points
 
 if TYPE_CHECKING:
@@ -44,8 +45,6 @@ class Plan:
 
 def plan_suite(suite: Suite) -> Plan:
     """Cells, tuned arms (each with its grid) and the pairings left out, each with its reason."""
-    from bench.strategies import get_strategy
-
     cells: dict[str, RunSpec] = {}
     arms: list[TunedArm] = []
     skipped: list[tuple[str, str]] = []
@@ -98,8 +97,6 @@ def _cell(
             training["lr"] = tuned["lr"] = base_lr * value
         else:
             training[key] = tuned[key] = value
-    from bench.strategies import get_strategy
-
     training = get_strategy(strategy).adjust_training(training, params)
     pretrain = _pretrain_for(suite, backbone.name, weights)
     data = dataset.model_dump()
@@ -147,7 +144,7 @@ def _pretrain_for(suite: Suite, backbone: str, weights: str) -> dict[str, Any] |
     stage = suite.pretrain[name]
     config = stage.model_dump()
     identity = {"backbone": backbone, "pretrain": config, "training_version": TRAINING_VERSION}
-    config["training"]["lr"] = stage.training.lr_for("scratch")
+    config["training"]["lr"] = stage.training.lr_for(Scratch.name)
     return {"name": name, "backbone": backbone, "key": content_hash(identity), "config": config}
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from bench.records import EpochRecord
-from bench.strategies import get_strategy
+from bench.strategies import Scratch
 
 
 def checkpoint_path(cache_dir: str | Path, pretrain: dict[str, Any]) -> Path:
@@ -61,7 +61,7 @@ def _train(pretrain: dict[str, Any], path: Path, device_name: str, on_epoch: Any
     dataset = dataset_for(config["dataset"])
     subset = select_subset(dataset.train_labels, "all", 0, config["dataset"].get("val_fraction", 0.1))
     backbone, image_size = prepare(pretrain["backbone"], "none", dataset, training, 0, device, None)
-    plan = get_strategy("scratch").apply(backbone, {}, lr=training["lr"], backbone_lr_scale=1.0)
+    plan = Scratch().apply(backbone, {}, lr=training["lr"], backbone_lr_scale=1.0)
     model = backbone.model.to(device)
     frozen = snapshot_frozen(model, plan)
     train_loader, val_loader, test_loader = make_loaders(

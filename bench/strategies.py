@@ -46,10 +46,16 @@ class Phase:
 
 
 class Strategy:
-    """Base class: subclasses set ``name``, ``parameters`` and implement ``trainable``."""
+    """Base class: subclasses set ``name``, ``summary``, ``default_lr``, ``order`` and implement ``trainable``."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    # The base learning rate when a suite gives none for this strategy.
+    default_lr: ClassVar[float]
+    # Where the strategy reads in tables and legends: lower first.
+    order: ClassVar[int]
+    # Whether a suite that lists no strategies runs this one.
+    in_default_suite: ClassVar[bool] = False
     parameters: ClassVar[dict[str, tuple[type, Any]]] = {}  # name -> (type, default)
     uses_pretrained: ClassVar[bool] = True
     # Parameters left out of a cell (and so of its label) when they hold their default: a
@@ -150,6 +156,9 @@ def _all_body(backbone: Backbone) -> list[str]:
 class Scratch(Strategy):
     name = "scratch"
     summary = "random init, everything trained: the baseline every verdict is against"
+    default_lr = 1e-3
+    order = 0
+    in_default_suite = True
     uses_pretrained = False
     scales_backbone_lr = False
     # budget=N trains N times the schedule every arm gets (epochs, min_steps and any time budget):
@@ -167,7 +176,7 @@ class Scratch(Strategy):
             return training
         scaled = {**training, "epochs": max(1, math.ceil(training["epochs"] * budget))}
         for key in ("min_steps", "time_budget"):
-            if training.get(key):
+            if training[key]:
                 scaled[key] = training[key] * budget if key == "time_budget" else math.ceil(training[key] * budget)
         return scaled
 
@@ -185,6 +194,10 @@ class Frozen(Strategy):
         "linear probe: pretrained backbone frozen, a logistic-regression head fitted to convergence on its "
         "features with the L2 strength chosen on validation (head=sgd: a minibatch-trained head)"
     )
+    # A head alone on fixed features tolerates, and needs, a faster rate than a whole network.
+    default_lr = 1e-2
+    order = 1
+    in_default_suite = True
     parameters = {"head": (str, "logistic")}
     quiet_defaults = frozenset({"head"})
     HEADS = ("logistic", "sgd")
@@ -206,6 +219,9 @@ class Frozen(Strategy):
 class Partial(Strategy):
     name = "partial"
     summary = "head plus the last k stage groups fine-tuned, earlier stages frozen"
+    default_lr = 1e-3
+    order = 2
+    in_default_suite = True
     parameters = {"k": (int, 1)}
 
     def check_param(self, key: str, value: Any) -> None:
@@ -224,6 +240,9 @@ class Partial(Strategy):
 class Full(Strategy):
     name = "full"
     summary = "everything fine-tuned from pretrained, backbone at lr x backbone_lr_scale"
+    default_lr = 1e-3
+    order = 3
+    in_default_suite = True
 
     def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
         return list(backbone.head), _all_body(backbone)
@@ -238,6 +257,8 @@ class LinearProbeThenFineTune(Strategy):
 
     name = "lp_ft"
     summary = "linear probe for lp_epochs, then everything fine-tuned (backbone at lr x backbone_lr_scale)"
+    default_lr = 1e-3
+    order = 4
     parameters = {"lp_epochs": (int, 2)}
 
     def check_param(self, key: str, value: Any) -> None:
@@ -253,14 +274,22 @@ class LinearProbeThenFineTune(Strategy):
         if probe >= epochs:
             raise StrategyParamError(f"lp_ft[lp_epochs={probe}] leaves no fine-tuning epochs of {epochs}")
         return [
-            Phase(lambda: STRATEGIES["frozen"].apply(backbone, {}, lr=lr, backbone_lr_scale=backbone_lr_scale), probe),
+            Phase(lambda: Frozen().apply(backbone, {}, lr=lr, backbone_lr_scale=backbone_lr_scale), probe),
             Phase(lambda: self.apply(backbone, params, lr=lr, backbone_lr_scale=backbone_lr_scale), epochs - probe),
         ]
 
 
 STRATEGIES: dict[str, Strategy] = {
-    cls.name: cls() for cls in (Scratch, Frozen, Partial, Full, LinearProbeThenFineTune)
+    cls.name: cls() for cls in sorted((Scratch, Frozen, Partial, Full, LinearProbeThenFineTune), key=lambda c: c.order)
 }
+# Reading order of strategy names in reports; the report imports it without torch.
+STRATEGY_ORDER: tuple[str, ...] = tuple(STRATEGIES)
+DEFAULT_STRATEGIES: tuple[str, ...] = tuple(name for name, s in STRATEGIES.items() if s.in_default_suite)
+
+
+def default_lrs() -> dict[str, float]:
+    """Base learning rates of the strategies a suite runs by default, the table a suite's ``lr`` starts as."""
+    return {name: STRATEGIES[name].default_lr for name in DEFAULT_STRATEGIES}
 
 
 def get_strategy(name: str) -> Strategy:

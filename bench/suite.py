@@ -20,6 +20,7 @@ from bench.config import (  # noqa: F401  (re-exported: importers reach the mode
 )
 from bench.errors import SuiteError
 from bench.records import RunSpec
+from bench.strategies import DEFAULT_STRATEGIES
 from bench.plan import Plan, file_digest, plan_suite  # noqa: F401
 from bench.suiteload import default_name, did_you_mean, read_yaml, shown, suite_error
 
@@ -35,7 +36,7 @@ class Suite(_Strict):
     backbones: list[BackboneConfig]
     datasets: list[DatasetConfig]
     strategies: list[StrategyConfig] = Field(
-        default_factory=lambda: [StrategyConfig(name=n) for n in ("scratch", "frozen", "partial", "full")]
+        default_factory=lambda: [StrategyConfig(name=n) for n in DEFAULT_STRATEGIES]
     )
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     training: TrainingConfig = Field(default_factory=TrainingConfig)

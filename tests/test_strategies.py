@@ -135,3 +135,24 @@ def test_lp_ft_needs_epochs_left_to_fine_tune():
     backbone = build_backbone("test_resnet", "none", 4)
     with pytest.raises(ValueError, match="no fine-tuning epochs"):
         get_strategy("lp_ft").phases(backbone, {"lp_epochs": 3}, lr=1e-3, backbone_lr_scale=0.1, epochs=3)
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_each_strategy_declares_what_it_means_on_its_class(name):
+    strategy = STRATEGIES[name]
+    assert strategy.summary and strategy.default_lr > 0
+    assert isinstance(strategy.order, int)
+    assert not strategy.skip("hub")
+
+
+def test_report_order_default_suite_and_default_rates_come_from_the_classes():
+    from bench.config import TrainingConfig
+    from bench.report.tables import STRATEGY_ORDER as report_order
+    from bench.strategies import DEFAULT_STRATEGIES, STRATEGY_ORDER
+
+    assert report_order == STRATEGY_ORDER == tuple(sorted(STRATEGIES, key=lambda n: STRATEGIES[n].order))
+    assert STRATEGY_ORDER[0] == "scratch" and set(DEFAULT_STRATEGIES) == {"scratch", "frozen", "partial", "full"}
+    training = TrainingConfig()
+    assert {n: training.lr_for(n) for n in STRATEGIES} == {n: s.default_lr for n, s in STRATEGIES.items()}
+    assert TrainingConfig(lr={"default": 0.5}).lr_for("lp_ft") == 0.5
+    assert TrainingConfig(lr={"full": 0.5}).lr_for("lp_ft") == STRATEGIES["lp_ft"].default_lr
