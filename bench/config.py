@@ -73,6 +73,13 @@ class TrainingConfig(_Strict):
     def _duration(cls, value: Any) -> float | None:
         return parse_duration(value)
 
+    @property
+    def resolved_lr(self) -> float:
+        """The one learning rate of a run: a cell's ``lr`` is resolved for its strategy when the suite expands."""
+        if isinstance(self.lr, dict):
+            raise ValueError("lr is still a per-strategy table; resolve it with lr_for(strategy)")
+        return self.lr
+
     def lr_for(self, strategy: str) -> float:
         """The base learning rate of one strategy: a number, or a per-strategy table."""
         if isinstance(self.lr, dict):

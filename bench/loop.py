@@ -12,12 +12,12 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from bench.backbones import Backbone
+from bench.config import TrainingConfig
 from bench.device import autocast
 from bench.evaluate import predict
 from bench.failures import TrainingFailed, non_finite_loss
@@ -55,17 +55,17 @@ class FitOutcome:
                           self.images_seen + later.images_seen, later.stopped_by)
 
 
-def build_optimizer(plan: StrategyPlan, training: dict[str, Any]) -> torch.optim.Optimizer:
+def build_optimizer(plan: StrategyPlan, training: TrainingConfig) -> torch.optim.Optimizer:
     """AdamW or SGD over the plan's groups; no weight decay on biases and norm weights."""
     groups = []
     for group in plan.param_groups:
         decay = [p for p in group["params"] if p.ndim > 1]
         no_decay = [p for p in group["params"] if p.ndim <= 1]
-        for params, wd in ((decay, training["weight_decay"]), (no_decay, 0.0)):
+        for params, wd in ((decay, training.weight_decay), (no_decay, 0.0)):
             if params:
                 groups.append({"params": params, "lr": group["lr"], "weight_decay": wd, "name": group["name"]})
-    if training["optimizer"] == "sgd":
-        return torch.optim.SGD(groups, momentum=training["momentum"], nesterov=True)
+    if training.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=training.momentum, nesterov=True)
     return torch.optim.AdamW(groups)
 
 
@@ -87,7 +87,7 @@ def fit(
     plan: StrategyPlan,
     train_loader,
     val_loader,
-    training: dict[str, Any],
+    training: TrainingConfig,
     device: torch.device,
     *,
     on_epoch: EpochCallback | None = None,
@@ -96,17 +96,17 @@ def fit(
     steps_per_epoch = max(1, len(train_loader))
     # A fixed epoch count gives a 5-per-class subset a handful of optimizer steps; min_steps
     # lengthens small runs so a learning curve measures data rather than training time.
-    min_steps = training.get("min_steps") or 0
-    epochs = max(training["epochs"], math.ceil(min_steps / steps_per_epoch))
+    min_steps = training.min_steps or 0
+    epochs = max(training.epochs, math.ceil(min_steps / steps_per_epoch))
     validate_every = max(1, math.ceil(epochs / MAX_VALIDATIONS))
     optimizer = build_optimizer(plan, training)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine(epochs * steps_per_epoch, int(training["warmup_epochs"] * steps_per_epoch))
+        optimizer, warmup_cosine(epochs * steps_per_epoch, int(training.warmup_epochs * steps_per_epoch))
     )
-    criterion = nn.CrossEntropyLoss(label_smoothing=training["label_smoothing"])
-    amp, budget, patience = training["amp"], training.get("time_budget"), training.get("patience")
+    criterion = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
+    amp, budget, patience = training.amp, training.time_budget, training.patience
     # Compilation pays back over many steps of one shape; evaluation keeps the eager module.
-    forward = torch.compile(model) if training.get("compile") and device.type == "cuda" else model
+    forward = torch.compile(model) if training.compile and device.type == "cuda" else model
     history: list[EpochRecord] = []
     best_acc, best_state, since_best = None, None, 0
     images_seen, train_s, stopped_by, step = 0, 0.0, None, 0
@@ -190,22 +190,22 @@ def assert_unchanged(model: nn.Module, snapshot: dict[str, torch.Tensor]) -> Non
 
 
 def fit_frozen_head(
-    model: nn.Module, backbone: Backbone, plan: StrategyPlan, train_loader, val_loader, training: dict[str, Any],
+    model: nn.Module, backbone: Backbone, plan: StrategyPlan, train_loader, val_loader, training: TrainingConfig,
     device: torch.device, seed: int, on_epoch: EpochCallback | None,
 ) -> FitOutcome:
     """The linear probe on features extracted once; the extraction counts as training time."""
     from bench.features import FeatureLoader, extract_features, head_plan
 
     started = time.perf_counter()
-    amp = training["amp"]
+    amp = training.amp
     train_x, train_y = extract_features(model, backbone.classifier, train_loader, device, amp)
     val_x, val_y = extract_features(model, backbone.classifier, val_loader, device, amp)
-    batch = training["batch_size"]
+    batch = training.batch_size
     features_train = FeatureLoader(train_x, train_y, batch_size=batch, shuffle=True, seed=seed,
                                    drop_last=len(train_y) > batch)
     features_val = FeatureLoader(val_x, val_y, batch_size=4 * batch, shuffle=False, seed=seed)
     extraction_s = time.perf_counter() - started
-    outcome = fit(backbone.classifier, head_plan(plan), features_train, features_val, {**training, "amp": False},
+    outcome = fit(backbone.classifier, head_plan(plan), features_train, features_val, training.model_copy(update={"amp": False}),
                   device, on_epoch=on_epoch)
     outcome.train_s += extraction_s
     return outcome

@@ -23,7 +23,8 @@ from bench.errors import StoreError, SuiteError
 from bench.executors import ABANDONED, Executor, Job, Message, Outcome, make_executor
 from bench.failures import OUT_OF_MEMORY, classify
 from bench.failures import normalise_error as normalise_error  # re-exported
-from bench.records import STATUS_DONE, STATUS_FAILED, TEST_METRICS, RunResult, RunSpec
+from bench.config import TrainingConfig
+from bench.records import STATUS_DONE, STATUS_FAILED, TEST_METRICS, RunResult, RunSpec, pretrain_config
 from bench.store import ResultStore, check_store_path, owner_id, retire_owner
 from bench.suite import Suite, check_weights
 from bench.tuning import choose
@@ -291,7 +292,7 @@ class _Driver:
 
     def _pretrain_job(self, stage: dict[str, Any]) -> Job:
         payload = {"pretrain": stage, "cache_dir": str(self.cache), "device": self._device()}
-        timeout = stage["config"]["training"].get("timeout")
+        timeout = pretrain_config(stage).training.timeout
         return Job("pretrain", stage["key"], f"pretrain {stage['backbone']} on {stage['name']}", payload, timeout)
 
     def _device(self) -> str:
@@ -304,7 +305,7 @@ class _Driver:
         payload = {"spec": spec.to_json(), "cache_dir": str(self.cache)}
         if self.features_dir is not None:
             payload["features_dir"] = str(self.features_dir)
-        return Job("run", spec.run_id, label, payload, hard_timeout(spec.training))
+        return Job("run", spec.run_id, label, payload, hard_timeout(spec.training_config))
 
     def _claim(self, job: Job) -> bool:
         """Claim a cell for this driver; results another driver wrote after this one planned stay theirs."""
@@ -402,20 +403,20 @@ class _Driver:
         """The same cell at half the batch size, when out of CUDA memory and retries are left."""
         if result.status == STATUS_DONE or classify(result.error) != OUT_OF_MEMORY:
             return None
-        batch = int(spec.training["batch_size"])
+        batch = spec.training_config.batch_size
         tries = self.oom_tries.get(spec.run_id, 0)
         if tries >= self.oom_retry or batch <= 1:
             return None
         self.oom_tries[spec.run_id] = tries + 1
         training = {**spec.training, "batch_size": batch // 2}
-        if training.get("eval_batch_size"):
-            training["eval_batch_size"] = max(1, int(training["eval_batch_size"]) // 2)
+        if spec.training_config.eval_batch_size:
+            training["eval_batch_size"] = max(1, spec.training_config.eval_batch_size // 2)
         self.observer.note(f"{spec.run_id}: CUDA out of memory at batch size {batch}; retrying at {batch // 2}")
         return self._cell_job(dataclasses.replace(spec, training=training))
 
     def _record(self, spec: RunSpec, result: RunResult, outcome: Outcome) -> None:
         if result.status != STATUS_DONE and spec.run_id in self.oom_tries and result.error:
-            result.error += f" (also at batch size {spec.training['batch_size']})"
+            result.error += f" (also at batch size {spec.training_config.batch_size})"
         self.store.write(spec, result)
         self.summary.ran += 1
         if result.status == STATUS_DONE:
@@ -438,10 +439,10 @@ def _complete_or_failed(result: RunResult) -> RunResult:
     return result
 
 
-def hard_timeout(training: dict[str, Any]) -> float | None:
+def hard_timeout(training: TrainingConfig) -> float | None:
     """The kill deadline of a run: ``timeout`` if set, else generous slack over its time budget."""
-    if training.get("timeout"):
-        return float(training["timeout"])
-    if training.get("time_budget"):
-        return 2.0 * float(training["time_budget"]) + 300.0
+    if training.timeout:
+        return training.timeout
+    if training.time_budget:
+        return 2.0 * training.time_budget + 300.0
     return None

@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from bench.backbones import Backbone, build_backbone, count_parameters
+from bench.config import TrainingConfig
 from bench.data import ImageDataset, load_dataset, make_loader, select_subset
 from bench.data.folder import folder_fingerprint
 from bench.device import library_versions, peak_memory_mb, resolve_device, seed_everything
@@ -62,13 +64,13 @@ def dataset_for(config: dict[str, Any]) -> ImageDataset:
 
 
 def prepare(
-    spec_model: str, weights: str, dataset: ImageDataset, training: dict[str, Any], seed: int,
+    spec_model: str, weights: str, dataset: ImageDataset, training: TrainingConfig, seed: int,
     device: torch.device, weights_file: str | Path | None,
 ) -> tuple[Backbone, int]:
     """Build the backbone on ``device`` and settle the image size the run uses."""
     seed_everything(seed)
     backbone = build_backbone(spec_model, weights, dataset.num_classes, weights_file=weights_file)
-    image_size = training.get("image_size") or backbone.input_size
+    image_size = training.image_size or backbone.input_size
     return backbone, int(image_size)
 
 
@@ -82,9 +84,9 @@ def run(
     every cell that probes the same weights on the same images; None keeps them in memory only.
     """
     started_at = time.time()
-    result = RunResult(run_id=spec.run_id, status="failed", started_at=started_at, batch_size=spec.training["batch_size"])
+    result = RunResult(run_id=spec.run_id, status="failed", started_at=started_at, batch_size=spec.training_config.batch_size)
     try:
-        _run_into(spec, result, weights_file, on_epoch, features_dir)
+        train_cell(spec, result, weights_file=weights_file, on_epoch=on_epoch, features_dir=features_dir)
         missing = [m for m in TEST_METRICS if getattr(result, m) is None]
         if missing:
             raise TrainingFailed(f"run ended without {', '.join(missing)}")
@@ -99,15 +101,22 @@ def run(
     return result
 
 
-def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch, features_dir) -> None:
+def train_cell(
+    spec: RunSpec, result: RunResult, *, weights_file: str | Path | None = None,
+    on_epoch: EpochCallback | None = None, features_dir: str | Path | None = None,
+) -> nn.Module:
+    """Fit and test one cell into ``result`` and return the trained model; failures are raised.
+
+    ``run`` turns the failures into a failed result; the pretrain stage lets them fail the stage.
+    """
     device = resolve_device(spec.device)
     result.device = str(device) if device.type != "cuda" else torch.cuda.get_device_name(device)
     result.versions = library_versions(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    training = spec.training
+    training = spec.training_config
     dataset = dataset_for(spec.dataset)
-    subset = select_subset(dataset.train_labels, spec.size, spec.seed, spec.dataset.get("val_fraction", 0.1))
+    subset = select_subset(dataset.train_labels, spec.size, spec.seed, spec.dataset_config.val_fraction)
     result.train_indices, result.val_indices = subset.train.tolist(), subset.val.tolist()
     result.notes = dataset.problems[:MAX_NOTES] + (
         [f"... and {len(dataset.problems) - MAX_NOTES} more"] if len(dataset.problems) > MAX_NOTES else []
@@ -116,21 +125,21 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch, features
     backbone, image_size = prepare(spec.model_name, spec.weights, dataset, training, spec.seed, device, weights_file)
     strategy = get_strategy(spec.strategy)
     model = backbone.model.to(device)
-    if device.type == "cuda" and training.get("channels_last", True):
+    if device.type == "cuda" and training.channels_last:
         model = model.to(memory_format=torch.channels_last)
     result.total_params = count_parameters(model)
     if strategy.fits_linear_probe(spec.strategy_params):
         _probe_into(spec, result, dataset, subset, backbone, image_size, device, features_dir, on_epoch)
-        return
+        return model
 
-    frozen_fast_path = strategy.trains_on_features(spec.strategy_params) and training.get("feature_cache", True)
+    frozen_fast_path = strategy.trains_on_features(spec.strategy_params) and training.feature_cache
     train_loader, val_loader, test_loader = make_loaders(
         dataset, subset.train, subset.val, backbone, training, image_size, device, spec.seed,
-        augment="none" if frozen_fast_path else training["augment"],
+        augment="none" if frozen_fast_path else training.augment,
         drop_last=not frozen_fast_path,  # features are extracted for every image; batches drop later
     )
-    phases = strategy.phases(backbone, spec.strategy_params, lr=training["lr"],
-                             backbone_lr_scale=training["backbone_lr_scale"], epochs=training["epochs"])
+    phases = strategy.phases(backbone, spec.strategy_params, lr=training.resolved_lr,
+                             backbone_lr_scale=training.backbone_lr_scale, epochs=training.epochs)
     trained: dict[int, int] = {}
     outcome = FitOutcome([], None, 0.0, 0)
     for index, phase in enumerate(phases):
@@ -138,11 +147,12 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch, features
         plan = phase.make_plan()
         trained.update((id(p), p.numel()) for group in plan.param_groups for p in group["params"])
         frozen = snapshot_frozen(model, plan)
-        phase_training = {**training, "epochs": phase.epochs}
-        if training.get("min_steps"):
-            phase_training["min_steps"] = round(training["min_steps"] * phase.epochs / training["epochs"])
-        if training.get("time_budget"):
-            phase_training["time_budget"] = max(1e-3, training["time_budget"] - outcome.train_s)
+        phase_training: dict[str, Any] = {"epochs": phase.epochs}
+        if training.min_steps:
+            phase_training["min_steps"] = round(training.min_steps * phase.epochs / training.epochs)
+        if training.time_budget:
+            phase_training["time_budget"] = max(1e-3, training.time_budget - outcome.train_s)
+        phase_training = training.model_copy(update=phase_training)
         if frozen_fast_path:
             step = fit_frozen_head(model, backbone, plan, train_loader, val_loader, phase_training, device, spec.seed,
                                    _shifted(on_epoch, len(outcome.epochs), later))
@@ -151,7 +161,7 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch, features
                        on_epoch=_shifted(on_epoch, len(outcome.epochs), later))
         assert_unchanged(model, frozen)
         outcome = outcome.then(step)
-        if step.stopped_early and training.get("time_budget") and outcome.train_s >= training["time_budget"]:
+        if step.stopped_early and training.time_budget and outcome.train_s >= training.time_budget:
             break
     result.trainable_params = sum(trained.values())
     result.epochs, result.val_acc = outcome.epochs, outcome.best_val_acc
@@ -161,10 +171,11 @@ def _run_into(spec: RunSpec, result: RunResult, weights_file, on_epoch, features
                              stopped_by_patience=outcome.stopped_by == STOP_PATIENCE)
 
     eval_started = time.perf_counter()
-    predicted, truth = predict(model, test_loader, device, training["amp"])
+    predicted, truth = predict(model, test_loader, device, training.amp)
     result.eval_s = time.perf_counter() - eval_started
     result.test_acc, result.test_balanced_acc, result.test_macro_f1 = classification_metrics(predicted, truth, dataset.num_classes)
     result.peak_mem_mb = peak_memory_mb(device)
+    return model
 
 
 def _probe_into(spec: RunSpec, result: RunResult, dataset: ImageDataset, subset, backbone: Backbone, image_size: int,
@@ -174,13 +185,14 @@ def _probe_into(spec: RunSpec, result: RunResult, dataset: ImageDataset, subset,
     from bench.logme import logme
     from bench.probe import sweep_probe
 
-    training = spec.training
+    training = spec.training_config
     started = time.perf_counter()
-    data_identity = {k: v for k, v in spec.dataset.items() if k not in ("sizes", "label", "download")}
+    identity = {"model": spec.model_name, "weights": spec.weights_identity or spec.weights,
+                "dataset": spec.dataset_config.data_identity()}
     features = pool_features(
-        backbone.model, backbone.classifier, dataset, device=device, amp=training["amp"], image_size=image_size,
-        identity={"model": spec.model_name, "weights": spec.weights_identity or spec.weights, "dataset": data_identity},
-        mean=backbone.mean, std=backbone.std, cache_dir=features_dir, num_workers=training.get("num_workers", 0),
+        backbone.model, backbone.classifier, dataset, device=device, amp=training.amp, image_size=image_size,
+        identity=identity, mean=backbone.mean, std=backbone.std, cache_dir=features_dir,
+        num_workers=training.num_workers,
     )
     extract_s = time.perf_counter() - started
     labels = torch.as_tensor(dataset.train_labels, device=device)
@@ -217,14 +229,14 @@ def _probe_into(spec: RunSpec, result: RunResult, dataset: ImageDataset, subset,
 
 
 def make_loaders(
-    dataset: ImageDataset, train: np.ndarray, val: np.ndarray, backbone: Backbone, training: dict[str, Any],
+    dataset: ImageDataset, train: np.ndarray, val: np.ndarray, backbone: Backbone, training: TrainingConfig,
     image_size: int, device: torch.device, seed: int, *, augment: str, drop_last: bool = True,
 ):
     """Train (shuffled, augmented), validation and fixed test loaders for one run."""
     common = dict(image_size=image_size, mean=backbone.mean, std=backbone.std, device=device,
-                  num_workers=training.get("num_workers", 0), channels_last=training.get("channels_last", True))
-    batch = training["batch_size"]
-    eval_batch = training.get("eval_batch_size") or 2 * batch
+                  num_workers=training.num_workers, channels_last=training.channels_last)
+    batch = training.batch_size
+    eval_batch = training.eval_batch_size or 2 * batch
     train_loader = make_loader(dataset, "train", train, batch_size=batch, augment=augment, shuffle=True, seed=seed,
                                drop_last=drop_last and len(train) > batch, **common)
     val_loader = make_loader(dataset, "train", val, batch_size=eval_batch, augment="none", shuffle=False, seed=seed,

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from bench.backbones import build_backbone
+from bench.config import TrainingConfig
 from bench.strategies import STRATEGIES, get_strategy
 from bench.train import TrainingFailed, assert_unchanged, build_optimizer, snapshot_frozen
 
@@ -24,7 +25,7 @@ def test_resnet18_frozen_trains_exactly_the_new_head():
     backbone = build_backbone("torchvision:resnet18", "none", 10)
     plan = _apply("frozen", backbone)
     assert plan.trainable_params == 512 * 10 + 10 == 5130
-    optimizer = build_optimizer(plan, {"optimizer": "adamw", "weight_decay": 0.05, "momentum": 0.9})
+    optimizer = build_optimizer(plan, TrainingConfig(optimizer="adamw", weight_decay=0.05))
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == 5130
     assert sum(p.numel() for p in backbone.model.parameters() if p.requires_grad) == 5130
 
@@ -81,7 +82,7 @@ def test_training_moves_only_what_the_strategy_trains():
     model = backbone.model
     frozen = snapshot_frozen(model, plan)
     trained_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    optimizer = build_optimizer(plan, {"optimizer": "sgd", "weight_decay": 0.0, "momentum": 0.9})
+    optimizer = build_optimizer(plan, TrainingConfig(optimizer="sgd", weight_decay=0.0, momentum=0.9))
     model.train()
     for module in plan.eval_modules:
         module.eval()
@@ -146,7 +147,6 @@ def test_each_strategy_declares_what_it_means_on_its_class(name):
 
 
 def test_report_order_default_suite_and_default_rates_come_from_the_classes():
-    from bench.config import TrainingConfig
     from bench.report.tables import STRATEGY_ORDER as report_order
     from bench.strategies import DEFAULT_STRATEGIES, STRATEGY_ORDER
 
