@@ -47,7 +47,7 @@ def ensure_pretrained(
     return {**info, "path": str(path), "cached": False}
 
 
-def stage_spec(pretrain: dict[str, Any], device: str = "auto") -> RunSpec:
+def stage_spec(pretrain: dict[str, Any], device: str) -> RunSpec:
     """The stage as a cell: the backbone from random weights on the whole source training set, seed 0."""
     config = pretrain["config"]
     return RunSpec(

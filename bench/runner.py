@@ -151,6 +151,7 @@ def run_suite(
             observer.suite_started(suite, planned, summary.already_done, len(todo) + waiting)
             driver = _Driver(store, built, observer, summary, cache, retry_failed, force, oom_retry, started)
             driver.features_dir = Path(results_dir) / "features"
+            driver.device = suite.device
             try:
                 with _Interrupts() as interrupts:
                     driver.interrupts = interrupts
@@ -233,6 +234,7 @@ class _Driver:
         self.store, self.executor, self.observer, self.summary = store, executor, observer, summary
         self.cache = cache
         self.features_dir: Path | None = None
+        self.device = Suite.model_fields["device"].default
         self.allow = tuple(s for s, on in ((STATUS_FAILED, retry_failed or force), (STATUS_DONE, force)) if on)
         self.owner = owner_id()
         self.started = started if started is not None else time.time()
@@ -291,13 +293,9 @@ class _Driver:
                 self._record(spec, RunResult.failure(spec.run_id, reason), Outcome(job, error=reason))
 
     def _pretrain_job(self, stage: dict[str, Any]) -> Job:
-        payload = {"pretrain": stage, "cache_dir": str(self.cache), "device": self._device()}
+        payload = {"pretrain": stage, "cache_dir": str(self.cache), "device": self.device}
         timeout = pretrain_config(stage).training.timeout
         return Job("pretrain", stage["key"], f"pretrain {stage['backbone']} on {stage['name']}", payload, timeout)
-
-    def _device(self) -> str:
-        suite = self.store.get_meta("suite") or {}
-        return suite.get("device", "auto")
 
     def _cell_job(self, spec: RunSpec) -> Job:
         self.specs[spec.run_id] = spec

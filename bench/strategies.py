@@ -98,6 +98,10 @@ class Strategy:
     def check_param(self, key: str, value: Any) -> None:
         """Reject a parameter value outside its range."""
 
+    def param(self, params: dict[str, Any], key: str) -> Any:
+        """A parameter's value in a cell, its declared default when the cell leaves it out (``quiet_defaults``)."""
+        return params[key] if key in params else self.parameters[key][1]
+
     def fits_linear_probe(self, params: dict[str, Any]) -> bool:
         """Whether the run is a logistic regression on fixed features rather than a training loop."""
         return False
@@ -171,8 +175,8 @@ class Scratch(Strategy):
             raise StrategyParamError(f"strategy 'scratch': budget={value} must be positive")
 
     def adjust_training(self, training: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        budget = params.get("budget", 1.0)
-        if budget == 1.0:
+        budget = self.param(params, "budget")
+        if budget == self.parameters["budget"][1]:
             return training
         scaled = {**training, "epochs": max(1, math.ceil(training["epochs"] * budget))}
         for key in ("min_steps", "time_budget"):
@@ -207,7 +211,7 @@ class Frozen(Strategy):
             raise StrategyParamError(f"strategy 'frozen': head={value!r} must be one of {', '.join(self.HEADS)}")
 
     def fits_linear_probe(self, params: dict[str, Any]) -> bool:
-        return params.get("head", "logistic") == "logistic"
+        return self.param(params, "head") == "logistic"
 
     def trains_on_features(self, params: dict[str, Any]) -> bool:
         return True

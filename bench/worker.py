@@ -37,7 +37,7 @@ def execute(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
 
     payload = job["payload"]
     if job["kind"] == "pretrain":
-        return ensure_pretrained(payload["pretrain"], payload["cache_dir"], payload.get("device", "auto"), on_epoch)
+        return ensure_pretrained(payload["pretrain"], payload["cache_dir"], payload["device"], on_epoch)
     if job["kind"] == "run":
         from bench.train import run
 
