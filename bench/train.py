@@ -173,7 +173,7 @@ def train_cell(
     eval_started = time.perf_counter()
     predicted, truth = predict(model, test_loader, device, training.amp)
     result.eval_s = time.perf_counter() - eval_started
-    result.test_acc, result.test_balanced_acc, result.test_macro_f1 = classification_metrics(predicted, truth, dataset.num_classes)
+    result.test_acc, result.test_balanced_acc, result.test_macro_f1 = classification_metrics(predicted, truth)
     result.peak_mem_mb = peak_memory_mb(device)
     return model
 
@@ -222,9 +222,7 @@ def _probe_into(spec: RunSpec, result: RunResult, dataset: ImageDataset, subset,
     test_x = features.test_rows(device).to(probe.weight.dtype)
     predicted = (test_x @ probe.weight.T + probe.bias).argmax(dim=1).cpu().numpy()
     result.eval_s = time.perf_counter() - eval_started
-    result.test_acc, result.test_balanced_acc, result.test_macro_f1 = classification_metrics(
-        predicted, dataset.test_labels, dataset.num_classes
-    )
+    result.test_acc, result.test_balanced_acc, result.test_macro_f1 = classification_metrics(predicted, dataset.test_labels)
     result.peak_mem_mb = peak_memory_mb(device)
 
 
