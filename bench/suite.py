@@ -19,9 +19,9 @@ from bench.config import (  # noqa: F401  (re-exported: importers reach the mode
     _Strict, parse_duration,
 )
 from bench.errors import SuiteError
+from bench.plan import Plan, file_digest, plan_suite  # noqa: F401  (re-exported)
 from bench.records import RunSpec
 from bench.strategies import DEFAULT_STRATEGIES
-from bench.plan import Plan, file_digest, plan_suite  # noqa: F401
 from bench.suiteload import default_name, did_you_mean, read_yaml, shown, suite_error
 
 MAX_SEEDS = 10_000
