@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench.config import TrainingConfig
 from bench.errors import StoreError, SuiteError
 from bench.executors import ABANDONED, Executor, Job, Message, Outcome, make_executor
 from bench.failures import OUT_OF_MEMORY, classify
 from bench.failures import normalise_error as normalise_error  # re-exported
-from bench.config import TrainingConfig
 from bench.records import STATUS_DONE, STATUS_FAILED, TEST_METRICS, RunResult, RunSpec, pretrain_config
 from bench.store import ResultStore, check_store_path, owner_id, retire_owner
 from bench.suite import Suite, check_weights
