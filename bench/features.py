@@ -79,7 +79,7 @@ def feature_key(identity: dict[str, Any]) -> str:
 def pool_features(
     model: nn.Module, classifier: nn.Module, dataset, *, identity: dict[str, Any], image_size: int,
     mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, amp: bool,
-    cache_dir: str | Path | None, num_workers: int = 0,
+    cache_dir: str | Path | None, num_workers: int,
 ) -> PoolFeatures:
     """The pool's and the test set's features, from ``cache_dir`` when present, else extracted (and saved)."""
     shaping = {**identity, "image_size": image_size, "mean": list(mean), "std": list(std),

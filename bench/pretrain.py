@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from bench.records import EpochRecord
-from bench.strategies import get_strategy
+from bench.records import STATUS_RUNNING, RunResult, RunSpec
+from bench.strategies import Scratch
 
 
 def checkpoint_path(cache_dir: str | Path, pretrain: dict[str, Any]) -> Path:
@@ -47,37 +47,31 @@ def ensure_pretrained(
     return {**info, "path": str(path), "cached": False}
 
 
-def _train(pretrain: dict[str, Any], path: Path, device_name: str, on_epoch: Any) -> dict[str, Any]:
-    from bench.data import select_subset
-    from bench.train import (
-        assert_unchanged, classification_metrics, dataset_for, fit, make_loaders, predict, prepare, resolve_device,
-        snapshot_frozen,
+def stage_spec(pretrain: dict[str, Any], device: str) -> RunSpec:
+    """The stage as a cell: the backbone from random weights on the whole source training set, seed 0."""
+    config = pretrain["config"]
+    return RunSpec(
+        run_id=pretrain["key"], suite="", backbone=pretrain["backbone"], weights="none", dataset=config["dataset"],
+        size="all", strategy=Scratch.name, strategy_params={}, seed=0, training=config["training"], device=device,
+        pretrain=None, model=pretrain["backbone"],
     )
 
-    config = pretrain["config"]
-    training = config["training"]
-    device = resolve_device(device_name)
+
+def _train(pretrain: dict[str, Any], path: Path, device_name: str, on_epoch: Any) -> dict[str, Any]:
+    # The stage trains through the same call as every cell, so its recipe cannot drift from theirs.
+    from bench.train import dataset_for, train_cell
+
+    spec = stage_spec(pretrain, device_name)
     started = time.time()
-    dataset = dataset_for(config["dataset"])
-    subset = select_subset(dataset.train_labels, "all", 0, config["dataset"].get("val_fraction", 0.1))
-    backbone, image_size = prepare(pretrain["backbone"], "none", dataset, training, 0, device, None)
-    plan = get_strategy("scratch").apply(backbone, {}, lr=training["lr"], backbone_lr_scale=1.0)
-    model = backbone.model.to(device)
-    frozen = snapshot_frozen(model, plan)
-    train_loader, val_loader, test_loader = make_loaders(
-        dataset, subset.train, subset.val, backbone, training, image_size, device, 0, augment=training["augment"],
-    )
-    outcome = fit(model, plan, train_loader, val_loader, training, device, on_epoch=on_epoch)
-    assert_unchanged(model, frozen)
-    predicted, truth = predict(model, test_loader, device, training["amp"])
-    accuracy, _, _ = classification_metrics(predicted, truth, dataset.num_classes)
+    result = RunResult(run_id=spec.run_id, status=STATUS_RUNNING, started_at=started)
+    model = train_cell(spec, result, on_epoch=on_epoch)
+    dataset = dataset_for(spec.dataset)
     tmp = path.with_suffix(".pt.tmp")
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     os.replace(tmp, path)
-    curve: list[EpochRecord] = outcome.epochs
     return {
         "backbone": pretrain["backbone"], "stage": pretrain["name"], "key": pretrain["key"],
         "source_dataset": dataset.name, "source_classes": dataset.num_classes,
-        "source_test_acc": accuracy, "best_val_acc": outcome.best_val_acc,
-        "epochs": len(curve), "train_s": outcome.train_s, "wall_s": time.time() - started,
+        "source_test_acc": result.test_acc, "best_val_acc": result.val_acc,
+        "epochs": len(result.epochs), "train_s": result.train_s, "wall_s": time.time() - started,
     }

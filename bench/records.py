@@ -11,7 +11,11 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.config import DatasetConfig, PretrainConfig, TrainingConfig
 
 # Bump when a change to training, evaluation, data splitting or strategy wiring can change a
 # result. It is hashed into every cell id, so old numbers are never mixed with new ones.
@@ -20,6 +24,9 @@ TRAINING_VERSION = "2"
 STATUS_DONE = "done"
 STATUS_FAILED = "failed"
 STATUS_RUNNING = "running"
+
+# What a finished run must report on the test set; a result without all three is a failure.
+TEST_METRICS = ("test_acc", "test_balanced_acc", "test_macro_f1")
 
 
 def content_hash(value: Any) -> str:
@@ -47,7 +54,9 @@ class RunSpec:
 
     ``dataset``, ``training`` and ``pretrain`` are plain dicts (dumped pydantic models) so the
     spec is JSON-serialisable; ``run_id`` is a content hash of every field that can change
-    the result, computed by ``bench.suite``.
+    the result, computed by ``bench.plan``. Code that reads a setting goes through the typed
+    views (``training_config``, ``dataset_config``, ``pretrain_config``), so every default has
+    one source: the models in ``bench.config``.
     """
 
     run_id: str
@@ -84,12 +93,38 @@ class RunSpec:
     def strategy_label(self) -> str:
         return strategy_label(self.strategy, self.strategy_params)
 
+    @cached_property
+    def training_config(self) -> TrainingConfig:
+        """``training`` as the suite's typed model (its ``lr`` already resolved to one number)."""
+        from bench.config import TrainingConfig
+
+        return TrainingConfig.model_validate(self.training)
+
+    @cached_property
+    def dataset_config(self) -> DatasetConfig:
+        """``dataset`` as the suite's typed model."""
+        from bench.config import DatasetConfig
+
+        return DatasetConfig.model_validate(self.dataset)
+
+    @cached_property
+    def pretrain_config(self) -> PretrainConfig | None:
+        """The pretrain stage this cell starts from, typed; None for any other weights."""
+        return pretrain_config(self.pretrain) if self.pretrain else None
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> RunSpec:
         return cls(**json.loads(text))
+
+
+def pretrain_config(stage: dict[str, Any]) -> PretrainConfig:
+    """A pretrain stage as a ``RunSpec`` carries it (``{"name", "backbone", "key", "config"}``), typed."""
+    from bench.config import PretrainConfig
+
+    return PretrainConfig.model_validate(stage["config"])
 
 
 @dataclass

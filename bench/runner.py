@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from bench.config import TrainingConfig
 from bench.errors import StoreError, SuiteError
 from bench.executors import ABANDONED, Executor, Job, Message, Outcome, make_executor
-from bench.records import STATUS_DONE, STATUS_FAILED, RunResult, RunSpec
+from bench.failures import OUT_OF_MEMORY, classify
+from bench.failures import normalise_error as normalise_error  # re-exported
+from bench.records import STATUS_DONE, STATUS_FAILED, TEST_METRICS, RunResult, RunSpec, pretrain_config
 from bench.store import ResultStore, check_store_path, owner_id, retire_owner
 from bench.suite import Suite, check_weights
 from bench.tuning import choose
@@ -148,6 +151,7 @@ def run_suite(
             observer.suite_started(suite, planned, summary.already_done, len(todo) + waiting)
             driver = _Driver(store, built, observer, summary, cache, retry_failed, force, oom_retry, started)
             driver.features_dir = Path(results_dir) / "features"
+            driver.device = suite.device
             try:
                 with _Interrupts() as interrupts:
                     driver.interrupts = interrupts
@@ -230,6 +234,7 @@ class _Driver:
         self.store, self.executor, self.observer, self.summary = store, executor, observer, summary
         self.cache = cache
         self.features_dir: Path | None = None
+        self.device = Suite.model_fields["device"].default
         self.allow = tuple(s for s, on in ((STATUS_FAILED, retry_failed or force), (STATUS_DONE, force)) if on)
         self.owner = owner_id()
         self.started = started if started is not None else time.time()
@@ -288,13 +293,9 @@ class _Driver:
                 self._record(spec, RunResult.failure(spec.run_id, reason), Outcome(job, error=reason))
 
     def _pretrain_job(self, stage: dict[str, Any]) -> Job:
-        payload = {"pretrain": stage, "cache_dir": str(self.cache), "device": self._device()}
-        timeout = stage["config"]["training"].get("timeout")
+        payload = {"pretrain": stage, "cache_dir": str(self.cache), "device": self.device}
+        timeout = pretrain_config(stage).training.timeout
         return Job("pretrain", stage["key"], f"pretrain {stage['backbone']} on {stage['name']}", payload, timeout)
-
-    def _device(self) -> str:
-        suite = self.store.get_meta("suite") or {}
-        return suite.get("device", "auto")
 
     def _cell_job(self, spec: RunSpec) -> Job:
         self.specs[spec.run_id] = spec
@@ -302,7 +303,7 @@ class _Driver:
         payload = {"spec": spec.to_json(), "cache_dir": str(self.cache)}
         if self.features_dir is not None:
             payload["features_dir"] = str(self.features_dir)
-        return Job("run", spec.run_id, label, payload, hard_timeout(spec.training))
+        return Job("run", spec.run_id, label, payload, hard_timeout(spec.training_config))
 
     def _claim(self, job: Job) -> bool:
         """Claim a cell for this driver; results another driver wrote after this one planned stay theirs."""
@@ -398,22 +399,22 @@ class _Driver:
 
     def _oom_retry(self, spec: RunSpec, result: RunResult) -> Job | None:
         """The same cell at half the batch size, when out of CUDA memory and retries are left."""
-        if result.status == STATUS_DONE or not (result.error or "").startswith(OOM_PREFIX):
+        if result.status == STATUS_DONE or classify(result.error) != OUT_OF_MEMORY:
             return None
-        batch = int(spec.training["batch_size"])
+        batch = spec.training_config.batch_size
         tries = self.oom_tries.get(spec.run_id, 0)
         if tries >= self.oom_retry or batch <= 1:
             return None
         self.oom_tries[spec.run_id] = tries + 1
         training = {**spec.training, "batch_size": batch // 2}
-        if training.get("eval_batch_size"):
-            training["eval_batch_size"] = max(1, int(training["eval_batch_size"]) // 2)
+        if spec.training_config.eval_batch_size:
+            training["eval_batch_size"] = max(1, spec.training_config.eval_batch_size // 2)
         self.observer.note(f"{spec.run_id}: CUDA out of memory at batch size {batch}; retrying at {batch // 2}")
         return self._cell_job(dataclasses.replace(spec, training=training))
 
     def _record(self, spec: RunSpec, result: RunResult, outcome: Outcome) -> None:
         if result.status != STATUS_DONE and spec.run_id in self.oom_tries and result.error:
-            result.error += f" (also at batch size {spec.training['batch_size']})"
+            result.error += f" (also at batch size {spec.training_config.batch_size})"
         self.store.write(spec, result)
         self.summary.ran += 1
         if result.status == STATUS_DONE:
@@ -424,28 +425,11 @@ class _Driver:
         self.observer.job_finished(outcome.job, result, outcome)
 
 
-OOM_PREFIX = "CUDA out of memory"
-_OOM_MARKERS = ("CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
-_METRICS = ("test_acc", "test_balanced_acc", "test_macro_f1")
-
-
-def normalise_error(error: str | None) -> str | None:
-    """Make every way CUDA reports running out of memory start with 'CUDA out of memory'."""
-    if not error or error.startswith(OOM_PREFIX):
-        return error
-    head, _, rest = error.partition(": ")
-    if head.rsplit(".", 1)[-1] == "OutOfMemoryError" and rest:
-        return rest if rest.startswith(OOM_PREFIX) else f"{OOM_PREFIX}: {rest}"
-    if any(marker in error for marker in _OOM_MARKERS):
-        return f"{OOM_PREFIX}: {error}"
-    return error
-
-
 def _complete_or_failed(result: RunResult) -> RunResult:
     """A result marked done must carry every metric and its curve; otherwise it is a failure."""
     if result.status != STATUS_DONE:
         return result
-    missing = [m for m in _METRICS if getattr(result, m) is None]
+    missing = [m for m in TEST_METRICS if getattr(result, m) is None]
     if not result.epochs:
         missing.append("epochs")
     if missing:
@@ -453,10 +437,10 @@ def _complete_or_failed(result: RunResult) -> RunResult:
     return result
 
 
-def hard_timeout(training: dict[str, Any]) -> float | None:
+def hard_timeout(training: TrainingConfig) -> float | None:
     """The kill deadline of a run: ``timeout`` if set, else generous slack over its time budget."""
-    if training.get("timeout"):
-        return float(training["timeout"])
-    if training.get("time_budget"):
-        return 2.0 * float(training["time_budget"]) + 300.0
+    if training.timeout:
+        return training.timeout
+    if training.time_budget:
+        return 2.0 * training.time_budget + 300.0
     return None

@@ -3,7 +3,10 @@
 A strategy names its parameters (a list value in a suite sweeps them), says which weight
 sources it cannot use (``skip``), and turns a backbone into optimizer parameter groups plus
 the modules that must stay in eval mode. Everything not in a group is frozen: its
-``requires_grad`` is off and the run checks at its end that it did not move.
+``requires_grad`` is off and the run checks at its end that it did not move. Everything else
+a strategy means is declared on its class too (default learning rate, backbone rate scaling,
+feature-cache use, report order), so adding one is one class here and one test. The module
+imports torch only inside methods: the report reads ``STRATEGY_ORDER`` without it.
 """
 
 from __future__ import annotations
@@ -46,10 +49,16 @@ class Phase:
 
 
 class Strategy:
-    """Base class: subclasses set ``name``, ``parameters`` and implement ``trainable``."""
+    """Base class: subclasses set ``name``, ``summary``, ``default_lr``, ``order`` and implement ``trainable``."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    # The base learning rate when a suite gives none for this strategy.
+    default_lr: ClassVar[float]
+    # Where the strategy reads in tables and legends: lower first.
+    order: ClassVar[int]
+    # Whether a suite that lists no strategies runs this one.
+    in_default_suite: ClassVar[bool] = False
     parameters: ClassVar[dict[str, tuple[type, Any]]] = {}  # name -> (type, default)
     uses_pretrained: ClassVar[bool] = True
     # Parameters left out of a cell (and so of its label) when they hold their default: a
@@ -91,6 +100,10 @@ class Strategy:
 
     def check_param(self, key: str, value: Any) -> None:
         """Reject a parameter value outside its range."""
+
+    def param(self, params: dict[str, Any], key: str) -> Any:
+        """A parameter's value in a cell, its declared default when the cell leaves it out (``quiet_defaults``)."""
+        return params[key] if key in params else self.parameters[key][1]
 
     def fits_linear_probe(self, params: dict[str, Any]) -> bool:
         """Whether the run is a logistic regression on fixed features rather than a training loop."""
@@ -150,6 +163,9 @@ def _all_body(backbone: Backbone) -> list[str]:
 class Scratch(Strategy):
     name = "scratch"
     summary = "random init, everything trained: the baseline every verdict is against"
+    default_lr = 1e-3
+    order = 0
+    in_default_suite = True
     uses_pretrained = False
     scales_backbone_lr = False
     # budget=N trains N times the schedule every arm gets (epochs, min_steps and any time budget):
@@ -162,12 +178,12 @@ class Scratch(Strategy):
             raise StrategyParamError(f"strategy 'scratch': budget={value} must be positive")
 
     def adjust_training(self, training: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        budget = params.get("budget", 1.0)
-        if budget == 1.0:
+        budget = self.param(params, "budget")
+        if budget == self.parameters["budget"][1]:
             return training
         scaled = {**training, "epochs": max(1, math.ceil(training["epochs"] * budget))}
         for key in ("min_steps", "time_budget"):
-            if training.get(key):
+            if training[key]:
                 scaled[key] = training[key] * budget if key == "time_budget" else math.ceil(training[key] * budget)
         return scaled
 
@@ -185,6 +201,10 @@ class Frozen(Strategy):
         "linear probe: pretrained backbone frozen, a logistic-regression head fitted to convergence on its "
         "features with the L2 strength chosen on validation (head=sgd: a minibatch-trained head)"
     )
+    # A head alone on fixed features tolerates, and needs, a faster rate than a whole network.
+    default_lr = 1e-2
+    order = 1
+    in_default_suite = True
     parameters = {"head": (str, "logistic")}
     quiet_defaults = frozenset({"head"})
     HEADS = ("logistic", "sgd")
@@ -194,7 +214,7 @@ class Frozen(Strategy):
             raise StrategyParamError(f"strategy 'frozen': head={value!r} must be one of {', '.join(self.HEADS)}")
 
     def fits_linear_probe(self, params: dict[str, Any]) -> bool:
-        return params.get("head", "logistic") == "logistic"
+        return self.param(params, "head") == "logistic"
 
     def trains_on_features(self, params: dict[str, Any]) -> bool:
         return True
@@ -206,6 +226,9 @@ class Frozen(Strategy):
 class Partial(Strategy):
     name = "partial"
     summary = "head plus the last k stage groups fine-tuned, earlier stages frozen"
+    default_lr = 1e-3
+    order = 2
+    in_default_suite = True
     parameters = {"k": (int, 1)}
 
     def check_param(self, key: str, value: Any) -> None:
@@ -224,6 +247,9 @@ class Partial(Strategy):
 class Full(Strategy):
     name = "full"
     summary = "everything fine-tuned from pretrained, backbone at lr x backbone_lr_scale"
+    default_lr = 1e-3
+    order = 3
+    in_default_suite = True
 
     def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
         return list(backbone.head), _all_body(backbone)
@@ -238,6 +264,8 @@ class LinearProbeThenFineTune(Strategy):
 
     name = "lp_ft"
     summary = "linear probe for lp_epochs, then everything fine-tuned (backbone at lr x backbone_lr_scale)"
+    default_lr = 1e-3
+    order = 4
     parameters = {"lp_epochs": (int, 2)}
 
     def check_param(self, key: str, value: Any) -> None:
@@ -253,14 +281,22 @@ class LinearProbeThenFineTune(Strategy):
         if probe >= epochs:
             raise StrategyParamError(f"lp_ft[lp_epochs={probe}] leaves no fine-tuning epochs of {epochs}")
         return [
-            Phase(lambda: STRATEGIES["frozen"].apply(backbone, {}, lr=lr, backbone_lr_scale=backbone_lr_scale), probe),
+            Phase(lambda: Frozen().apply(backbone, {}, lr=lr, backbone_lr_scale=backbone_lr_scale), probe),
             Phase(lambda: self.apply(backbone, params, lr=lr, backbone_lr_scale=backbone_lr_scale), epochs - probe),
         ]
 
 
 STRATEGIES: dict[str, Strategy] = {
-    cls.name: cls() for cls in (Scratch, Frozen, Partial, Full, LinearProbeThenFineTune)
+    cls.name: cls() for cls in sorted((Scratch, Frozen, Partial, Full, LinearProbeThenFineTune), key=lambda c: c.order)
 }
+# Reading order of strategy names in reports; the report imports it without torch.
+STRATEGY_ORDER: tuple[str, ...] = tuple(STRATEGIES)
+DEFAULT_STRATEGIES: tuple[str, ...] = tuple(name for name, s in STRATEGIES.items() if s.in_default_suite)
+
+
+def default_lrs() -> dict[str, float]:
+    """Base learning rates of the strategies a suite runs by default, the table a suite's ``lr`` starts as."""
+    return {name: STRATEGIES[name].default_lr for name in DEFAULT_STRATEGIES}
 
 
 def get_strategy(name: str) -> Strategy:

@@ -15,7 +15,6 @@ import gc
 import json
 import os
 import sys
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -38,7 +37,7 @@ def execute(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
 
     payload = job["payload"]
     if job["kind"] == "pretrain":
-        return ensure_pretrained(payload["pretrain"], payload["cache_dir"], payload.get("device", "auto"), on_epoch)
+        return ensure_pretrained(payload["pretrain"], payload["cache_dir"], payload["device"], on_epoch)
     if job["kind"] == "run":
         from bench.train import run
 
@@ -94,11 +93,10 @@ def _use_thread_share() -> None:
 
 def describe_failure(exc: BaseException) -> dict[str, Any]:
     """An error event: a user-facing error as its one line, anything else with its traceback."""
-    from bench.errors import BenchError
+    from bench.failures import describe
 
-    if isinstance(exc, BenchError):
-        return {"type": "error", "error": str(exc), "traceback": None}
-    return {"type": "error", "error": f"{type(exc).__name__}: {exc}".splitlines()[0], "traceback": traceback.format_exc()}
+    error, trace = describe(exc)
+    return {"type": "error", "error": error, "traceback": trace}
 
 
 def main() -> int:

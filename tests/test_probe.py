@@ -41,7 +41,7 @@ def digits_features(pretrained):
     dataset = load_dataset({"name": "digits"})
     backbone = build_backbone("test_resnet", "none", dataset.num_classes, weights_file=pretrained)
     features = pool_features(backbone.model, backbone.classifier, dataset, identity={"test": 1}, image_size=16,
-                             mean=backbone.mean, std=backbone.std, device=CPU, amp=False, cache_dir=None)
+                             mean=backbone.mean, std=backbone.std, device=CPU, amp=False, cache_dir=None, num_workers=0)
     return dataset, features
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from bench.records import RunSpec
 from bench.runner import run_suite
 from bench.store import ResultStore
+from bench.config import TrainingConfig
 from bench.suite import suite_from_dict
 from bench.train import TrainingFailed, fit
 from tests.conftest import tiny_suite_dict
@@ -127,8 +128,7 @@ def test_nan_loss_fails_the_run_instead_of_recording_it():
     class Loader(list):
         num_samples = 4
 
-    training = {"epochs": 2, "optimizer": "adamw", "weight_decay": 0.0, "momentum": 0.9, "warmup_epochs": 0,
-                "label_smoothing": 0.0, "amp": False}
+    training = TrainingConfig(epochs=2, min_steps=None, weight_decay=0.0, warmup_epochs=0, amp=False)
     with pytest.raises(TrainingFailed, match="non-finite"):
         fit(model, plan, Loader(batches), None, training, torch.device("cpu"))
 

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from bench.backbones import build_backbone
+from bench.config import TrainingConfig
 from bench.strategies import STRATEGIES, get_strategy
 from bench.train import TrainingFailed, assert_unchanged, build_optimizer, snapshot_frozen
 
@@ -24,7 +25,7 @@ def test_resnet18_frozen_trains_exactly_the_new_head():
     backbone = build_backbone("torchvision:resnet18", "none", 10)
     plan = _apply("frozen", backbone)
     assert plan.trainable_params == 512 * 10 + 10 == 5130
-    optimizer = build_optimizer(plan, {"optimizer": "adamw", "weight_decay": 0.05, "momentum": 0.9})
+    optimizer = build_optimizer(plan, TrainingConfig(optimizer="adamw", weight_decay=0.05))
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == 5130
     assert sum(p.numel() for p in backbone.model.parameters() if p.requires_grad) == 5130
 
@@ -81,7 +82,7 @@ def test_training_moves_only_what_the_strategy_trains():
     model = backbone.model
     frozen = snapshot_frozen(model, plan)
     trained_before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    optimizer = build_optimizer(plan, {"optimizer": "sgd", "weight_decay": 0.0, "momentum": 0.9})
+    optimizer = build_optimizer(plan, TrainingConfig(optimizer="sgd", weight_decay=0.0, momentum=0.9))
     model.train()
     for module in plan.eval_modules:
         module.eval()
@@ -135,3 +136,23 @@ def test_lp_ft_needs_epochs_left_to_fine_tune():
     backbone = build_backbone("test_resnet", "none", 4)
     with pytest.raises(ValueError, match="no fine-tuning epochs"):
         get_strategy("lp_ft").phases(backbone, {"lp_epochs": 3}, lr=1e-3, backbone_lr_scale=0.1, epochs=3)
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_each_strategy_declares_what_it_means_on_its_class(name):
+    strategy = STRATEGIES[name]
+    assert strategy.summary and strategy.default_lr > 0
+    assert isinstance(strategy.order, int)
+    assert not strategy.skip("hub")
+
+
+def test_report_order_default_suite_and_default_rates_come_from_the_classes():
+    from bench.report.tables import STRATEGY_ORDER as report_order
+    from bench.strategies import DEFAULT_STRATEGIES, STRATEGY_ORDER
+
+    assert report_order == STRATEGY_ORDER == tuple(sorted(STRATEGIES, key=lambda n: STRATEGIES[n].order))
+    assert STRATEGY_ORDER[0] == "scratch" and set(DEFAULT_STRATEGIES) == {"scratch", "frozen", "partial", "full"}
+    training = TrainingConfig()
+    assert {n: training.lr_for(n) for n in STRATEGIES} == {n: s.default_lr for n, s in STRATEGIES.items()}
+    assert TrainingConfig(lr={"default": 0.5}).lr_for("lp_ft") == 0.5
+    assert TrainingConfig(lr={"full": 0.5}).lr_for("lp_ft") == STRATEGIES["lp_ft"].default_lr

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-import bench.suite as suite_module
+import bench.plan
 from bench.errors import SuiteError
 from bench.suite import load_suite, parse_duration, suite_from_dict
 from tests.conftest import tiny_suite_dict
@@ -64,7 +64,7 @@ def test_cell_ids_are_stable_and_follow_what_changes_results(monkeypatch):
     changed = {c.run_id for c in suite_from_dict(longer_pretrain).expand() if c.strategy != "scratch"}
     assert not changed & set(ids), "a different source model is a different cell"
 
-    monkeypatch.setattr(suite_module, "TRAINING_VERSION", "changed-loop")
+    monkeypatch.setattr(bench.plan, "TRAINING_VERSION", "changed-loop")
     assert not set(ids) & {c.run_id for c in suite_from_dict(base).expand()}
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 SCRATCH = "scratch"
 
 # The vocabulary users know, in the order a reader expects it; anything else sorts after.
-STRATEGY_ORDER = ("scratch", "frozen", "partial", "full", "lp_ft")
+from bench.strategies import STRATEGY_ORDER  # noqa: E402
 
 RESULT_COLUMNS = [
     "backbone", "dataset", "size", "size_order", "n_train", "strategy", "strategy_label", "weights",

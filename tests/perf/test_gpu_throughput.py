@@ -22,6 +22,7 @@ from torch import nn
 
 from bench.backbones import build_backbone
 from bench.data.loaders import MemoryBatchLoader
+from bench.config import TrainingConfig
 from bench.strategies import get_strategy
 from bench.train import fit
 
@@ -118,7 +119,7 @@ def harness_setup(
 def harness_images_per_s(model: nn.Module, plan, loader, device: torch.device, *, epochs: int, amp: bool = True) -> float:
     """Training images/s of ``fit`` over its epochs after the first, which pays for allocation and autotuning."""
     records = []
-    fit(model, plan, loader, None, {**TRAINING, "epochs": epochs, "amp": amp}, device,
+    fit(model, plan, loader, None, TrainingConfig(**{**TRAINING, "epochs": epochs, "amp": amp}), device,
         on_epoch=lambda record, total: records.append(record))
     timed = records[1:] or records
     images = len(timed) * len(loader) * loader.batch_size
