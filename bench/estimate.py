@@ -108,9 +108,15 @@ def estimate_suite(
         from bench.store import ResultStore
 
         path = results_dir / f"{suite.name}.db"
-        statuses = ResultStore(path, readonly=True).statuses() if path.is_file() else {}
-    device = device_label(suite.device)
+        statuses = {}
+        if path.is_file():
+            with ResultStore(path, readonly=True) as store:
+                statuses = store.statuses()
     cells = pending_cells(suite, statuses, retry_failed=retry_failed)
+    if not cells:
+        # Resuming a finished suite: nothing to time, and no reason to import torch to name the device.
+        return Estimate(seconds=0.0, device=suite.device, cells=0, stages=0)
+    device = device_label(suite.device)
 
     # (speed key, work, training, classes) for each cell and each pretrain stage still to train.
     jobs: list[tuple[tuple[str, Any], Work, dict[str, Any], int]] = []

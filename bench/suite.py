@@ -165,7 +165,8 @@ def suite_from_dict(raw: dict[str, Any], *, file: str | None = None) -> Suite:
 
 def _check_registries(suite: Suite, file: str | None) -> None:
     """Names that must exist in a registry: strategies, datasets, backbones, weights sources."""
-    from bench.backbones import check_backbone, check_weights_source
+    from bench.catalog import check_backbone
+    from bench.weights import check_weights_source
     from bench.data import list_datasets
     from bench.strategies import StrategyParamError, get_strategy
 
@@ -211,7 +212,7 @@ def check_weights(suite: Suite) -> None:
     Hub weights must be in the local cache or the hub reachable at once, ``file:`` paths
     readable; ``pretrain:`` stages were checked when the suite loaded.
     """
-    from bench.backbones import weights_available
+    from bench.weights import weights_available
 
     plan = suite.plan()
     used = {(c.model_name, c.weights) for c in plan.runnable}

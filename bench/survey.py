@@ -115,7 +115,7 @@ def _hub_cache_state(name: str, tag: str) -> str | None:
         return None if (checkpoints / os.path.basename(url)).is_file() else str(checkpoints)
     import timm
 
-    from bench.backbones import cached_hub_file
+    from bench.weights import cached_hub_file
 
     full_name = f"{model}.{tag}" if tag else model
     cfg = timm.models.get_pretrained_cfg(full_name)
