@@ -131,7 +131,7 @@ def cell_against_fresh_hand_loop(work: Path, model: str, image_size: int, batch:
 
 
 def warm_against_process_per_cell(work: Path, repeats: int) -> str:
-    from bench.executors import SubprocessExecutor
+    from bench.subprocess_executor import SubprocessExecutor
     from bench.runner import SilentObserver, run_suite
     from bench.suite import suite_from_dict
     from tests.faults_helpers import scratch_suite
@@ -198,21 +198,23 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions per ratio (default 3)")
     parser.add_argument("--only", help="comma list of: fit, e2e, warm, frozen, plan")
     args = parser.parse_args()
-    chosen = set(args.only.split(",")) if args.only else {"fit", "e2e", "warm", "frozen", "plan"}
+    chosen = args.only.split(",") if args.only else ["fit", "e2e", "warm", "frozen", "plan"]
     with tempfile.TemporaryDirectory(prefix="transfer-bench-ratios-") as folder:
         work = Path(folder)
-        lines = [f"{'':46s} {'unit':8s} {'min / median over':>31s} {args.repeats} interleaved repetitions"]
-        if "fit" in chosen:
-            lines.append(fit_against_hand_loop("resnet18", 64, 32, 8, args.repeats))
-        if "e2e" in chosen:
-            lines.append(cell_against_fresh_hand_loop(work, "resnet18", 64, 30, 30, args.repeats))
-        if "warm" in chosen:
-            lines.append(warm_against_process_per_cell(work, args.repeats))
-        if "frozen" in chosen:
-            lines.append(frozen_feature_cache(work, args.repeats))
-        if "plan" in chosen:
-            lines.append(plan_time(work, 500, args.repeats))
-    print("\n".join(lines))
+        measures: dict[str, Callable[[], str]] = {
+            "fit": lambda: fit_against_hand_loop("resnet18", 64, 32, 8, args.repeats),
+            "e2e": lambda: cell_against_fresh_hand_loop(work, "resnet18", 64, 30, 30, args.repeats),
+            "warm": lambda: warm_against_process_per_cell(work, args.repeats),
+            "frozen": lambda: frozen_feature_cache(work, args.repeats),
+            "plan": lambda: plan_time(work, 500, args.repeats),
+        }
+        unknown = sorted(set(chosen) - set(measures))
+        if unknown:
+            parser.error(f"--only: unknown {', '.join(unknown)}; choose from {', '.join(measures)}")
+        print(f"{'':46s} {'unit':8s} {'min / median over':>31s} {args.repeats} interleaved repetitions", flush=True)
+        for name in chosen:
+            # Each line as soon as it is measured: a long run that fails late keeps what it had.
+            print(measures[name](), flush=True)
 
 
 if __name__ == "__main__":
