@@ -169,7 +169,7 @@ def frozen_feature_cache(work: Path, repeats: int) -> str:
         return time.perf_counter() - started
 
     refs, ours = _interleaved(lambda: one(False), lambda: one(True), repeats)
-    return _line("frozen: cached features vs whole model each epoch", "s", refs, ours, False)
+    return _line("frozen[head=sgd]: cached features vs whole model", "s", refs, ours, False)
 
 
 # -- plan ------------------------------------------------------------------------------------
