@@ -10,7 +10,10 @@ VENV := .venv
 # torch and torchvision are installed first, as a matched pair; override for another platform,
 # e.g. make TORCH="torch torchvision --index-url https://download.pytorch.org/whl/cpu" test
 TORCH ?= torch==2.14.1 torchvision==0.29.1
-STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+CKSUM := $(shell cksum pyproject.toml | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(CKSUM)
+# The test tools (Ray, pyarrow, Hypothesis) are a second step: quick does not wait for them.
+DEV_STAMP := $(VENV)/.installed-dev-$(CKSUM)
 
 .PHONY: quick test faults bench install clean
 
@@ -20,21 +23,25 @@ $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet $(TORCH)
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	$(VENV)/bin/python -m pip install --quiet -e .
 	rm -f $(VENV)/.installed-*
+	touch $@
+
+$(DEV_STAMP): $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
 quick: $(STAMP)
 	$(VENV)/bin/transfer-bench run suites/quick.yaml
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(VENV)/bin/python -m pytest
 
 # SIGKILL the driver 60 times, mostly while cells train; prints lost / duplicated / half-written / orphan counts.
-faults: $(STAMP)
+faults: $(DEV_STAMP)
 	$(VENV)/bin/python -m tests.kill_driver --kills 60
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(VENV)/bin/python -m tests.perf.ratios
 
 clean:

@@ -130,13 +130,21 @@ def plan(
     estimate: bool = typer.Option(True, "--estimate/--no-estimate", help="Estimate the wall time (may time a few training steps)."),
 ) -> None:
     """Show the expanded matrix (count, table, cells already done), downloads and an estimated wall time; run nothing."""
-    from bench.runner import preflight, store_path_for
-    from bench.store import ResultStore
-    from bench.suite import load_suite
+    from bench.errors import SuiteError
+    from bench.runner import store_path_for
+    from bench.store import ResultStore, check_store_path
+    from bench.suite import check_weights, load_suite
     from bench.survey import survey_data
 
     suite = load_suite(suite_file)
-    preflight(suite, results_dir)
+    check_store_path(store_path_for(suite, results_dir))
+    try:
+        check_weights(suite)
+        unusable_weights = None
+    except SuiteError as exc:
+        # Refused like run refuses it, but after the plan and its estimate: what a suite would
+        # cost is worth knowing before fetching the weights it needs.
+        unusable_weights = exc
     survey = survey_data(suite)
     planned = suite.plan()
     path = store_path_for(suite, results_dir)
@@ -176,6 +184,8 @@ def plan(
         typer.echo(f"warning: {len(suite.seeds)} seed(s) cannot support any verdict: a call needs at least "
                    f"{MIN_PAIRS_FOR_CALL} paired seeds (5 or more give intervals worth quoting)", err=True)
     _plan_costs(suite, survey, statuses, results_dir, estimate)
+    if unusable_weights is not None:
+        raise unusable_weights
 
 
 def _plan_costs(suite, survey, statuses: dict[str, str], results_dir: Path, estimate: bool) -> None:
