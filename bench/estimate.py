@@ -100,8 +100,6 @@ def estimate_suite(
     cache: bool = True,
 ) -> Estimate:
     """How long ``run`` would take on the device it would use, and where each speed came from."""
-    from bench.pretrain import checkpoint_path
-
     results_dir = Path(results_dir)
     survey = survey if survey is not None else survey_data(suite)
     if statuses is None:
@@ -116,6 +114,8 @@ def estimate_suite(
     if not cells:
         # Resuming a finished suite: nothing to time, and no reason to import torch to name the device.
         return Estimate(seconds=0.0, device=suite.device, cells=0, stages=0)
+    from bench.pretrain import checkpoint_path
+
     device = device_label(suite.device)
 
     # (speed key, work, training, classes) for each cell and each pretrain stage still to train.

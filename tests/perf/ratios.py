@@ -176,13 +176,19 @@ def frozen_feature_cache(work: Path, repeats: int) -> str:
 
 
 def plan_time(work: Path, cells: int, repeats: int) -> str:
-    seeds = cells // 20
+    from bench.suite import suite_from_dict
+
+    # scratch on both backbones, full only on the one with weights: 5 sizes x 3 arms = 15 cells a seed.
+    seeds = round(cells / 15)
     suite = {
         "name": "plan-ratio",
-        "backbones": [{"name": "test_resnet", "weights": ["none"]}, {"name": "resnet18", "weights": ["none"]}],
+        "backbones": [{"name": "test_resnet", "weights": ["none", "pretrain:shapes"]},
+                      {"name": "resnet18", "weights": ["none"]}],
+        "pretrain": {"shapes": {"dataset": {"name": "shapes"}}},
         "datasets": [{"name": "digits", "sizes": [5, 10, 20, 50, "all"]}],
         "strategies": ["scratch", "full"], "seeds": list(range(seeds)), "tuning": False, "device": "cpu",
     }
+    cells = suite_from_dict(suite).plan().final_count()
     path = work / "plan.yaml"
     path.write_text(yaml.safe_dump(suite))
     command = [sys.executable, "-m", "bench", "plan", str(path), "--no-estimate", "--limit", "5",
