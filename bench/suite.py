@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from bench.config import (  # noqa: F401  (re-exported: importers reach the models through bench.suite)
     BackboneConfig, DatasetConfig, PretrainConfig, StrategyConfig, TrainingConfig, TuningConfig, VerdictConfig,
@@ -35,6 +35,7 @@ class Suite(_Strict):
     name: str
     description: str = ""
     backbones: list[BackboneConfig]
+    _plan: Plan | None = PrivateAttr(None)
     datasets: list[DatasetConfig]
     strategies: list[StrategyConfig] = Field(
         default_factory=lambda: [StrategyConfig(name=n) for n in DEFAULT_STRATEGIES]
@@ -102,8 +103,14 @@ class Suite(_Strict):
         return self.plan().runnable
 
     def plan(self) -> Plan:
-        """Cells, tuned arms (each with its grid) and the pairings left out, each with its reason."""
-        return plan_suite(self)
+        """Cells, tuned arms (each with its grid) and the pairings left out, each with its reason.
+
+        Worked out once per suite: a suite is frozen, and ``plan``, the weights check, the
+        estimate and the runner each ask for it (hashing every cell's spec each time).
+        """
+        if self._plan is None:
+            self._plan = plan_suite(self)
+        return self._plan
 
     @property
     def tuning_seeds(self) -> list[int]:
