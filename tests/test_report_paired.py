@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from bench.report.paired import (
+from bench.report.paired import classify
+from bench.report.rules import (
     CALL_EQUIVALENT,
     CALL_SCRATCH,
     CALL_TOO_FEW,
     CALL_TRANSFER,
     CALL_UNCLEAR,
     MIN_PAIRS_FOR_CALL,
-    classify,
 )
 
 

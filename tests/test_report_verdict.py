@@ -9,11 +9,10 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.report_fixtures import frame_of, run_rows
 
 from bench.report.across import across_datasets, crossovers, logme_models
 from bench.report.equivalent import scratch_equivalents
-from bench.report.paired import (
+from bench.report.rules import (
     CALL_EQUIVALENT,
     CALL_INCONCLUSIVE,
     CALL_NO_SCRATCH,
@@ -29,6 +28,7 @@ from bench.report.paired import (
 from bench.report.stats import TIE_EPS, t_interval
 from bench.report.verdict import VERDICT_COLUMNS, arm_verdicts, verdicts
 from bench.report.wording import describe_interval
+from tests.report_fixtures import frame_of, run_rows
 
 SCRATCH = [0.50, 0.52, 0.51, 0.49, 0.50]
 

@@ -14,7 +14,8 @@ import pandas as pd
 from scipy import stats as sps
 
 from bench.report.cells import Arm, Cell, arm_name, arm_pairs, group_cells, order_arms
-from bench.report.paired import DEFAULT_MIN_EFFECT, compare, select
+from bench.report.paired import compare, select
+from bench.report.rules import DEFAULT_MIN_EFFECT
 from bench.report.stats import (
     LEVEL,
     METHOD_BOOT,

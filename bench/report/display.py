@@ -10,8 +10,8 @@ import math
 import pandas as pd
 
 from bench.report.cells import arm_name, missing
-from bench.report.paired import CALL_INCONCLUSIVE, CALL_SCRATCH, CALL_TRANSFER
 from bench.report.plotkit import human_count
+from bench.report.rules import CALL_INCONCLUSIVE, CALL_SCRATCH, CALL_TRANSFER
 from bench.report.stats import LEVEL
 from bench.report.wording import describe_interval, p_text
 

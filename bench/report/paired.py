@@ -11,13 +11,9 @@ import math
 import numpy as np
 
 from bench.report.cells import Arm, arm_name
-from bench.report.rules import (  # noqa: F401  (the calls are read from here too)
-    ALPHA,
+from bench.report.rules import (
     CALL_EQUIVALENT,
     CALL_INCONCLUSIVE,
-    CALL_NO_SCRATCH,
-    CALL_NO_TRANSFER,
-    CALL_NO_VALIDATION,
     CALL_SCRATCH,
     CALL_TOO_FEW,
     CALL_TRANSFER,

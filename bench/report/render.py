@@ -17,9 +17,9 @@ import pandas as pd
 from bench.errors import BenchError, ReportError
 from bench.report.across import across_datasets, cell_gains, crossovers, logme_models, logme_ranking
 from bench.report.equivalent import scratch_equivalents
-from bench.report.paired import DEFAULT_MIN_EFFECT
 from bench.report.plotkit import save_plot
 from bench.report.plots import PLOT_NAMES, build_plots
+from bench.report.rules import DEFAULT_MIN_EFFECT
 from bench.report.sections import build_sections
 from bench.report.tables import (
     SCRATCH,

@@ -24,8 +24,8 @@ from bench.report.display import (
     verdict_row_class,
     versions_display,
 )
-from bench.report.paired import ALPHA
 from bench.report.plotkit import Plot
+from bench.report.rules import ALPHA
 from bench.report.stats import LEVEL, N_BOOT
 from bench.report.tables import SCRATCH, data_notes_table, training_version_warning
 from bench.report.wording import SELECTION_NOTE, describe_methods, plural, verdict_counts_sentence

@@ -19,7 +19,8 @@ import pandas as pd
 
 from bench.report.cells import ARM, CELL, arm_pairs, cell_classes, group_cells, order_arms
 from bench.report.equivalent import EQUIVALENT_COLUMNS, scratch_equivalents
-from bench.report.paired import (
+from bench.report.paired import COMPARE_COLUMNS, call_of, compare, empty_stats, select
+from bench.report.rules import (
     ALPHA,
     CALL_NO_SCRATCH,
     CALL_NO_TRANSFER,
@@ -27,12 +28,7 @@ from bench.report.paired import (
     CALL_SCRATCH,
     CALL_TRANSFER,
     CALL_UNCLEAR,
-    COMPARE_COLUMNS,
     DEFAULT_MIN_EFFECT,
-    call_of,
-    compare,
-    empty_stats,
-    select,
 )
 from bench.report.stats import holm
 from bench.report.wording import arm_sentence, verdict_sentence

@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from bench.report.cells import arm_name, missing
-from bench.report.paired import (
+from bench.report.rules import (
     CALL_EQUIVALENT,
     CALL_INCONCLUSIVE,
     CALL_NO_SCRATCH,
