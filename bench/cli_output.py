@@ -67,11 +67,16 @@ def render(db: Path, out: Path) -> None:
 
 
 def verdict_lines(verdict) -> str:
-    """The verdict as a short terminal table: one line per backbone, dataset and size."""
-    from bench.report.wording import describe_interval, pts
+    """The verdict as a short terminal table, one line per backbone, dataset and size; then why any is inconclusive."""
+    from bench.report.rules import CALL_INCONCLUSIVE
+    from bench.report.wording import describe_interval, inconclusive_reason, pts
 
-    rows = []
+    rows, reasons = [], []
     for _, row in verdict.iterrows():
+        if row["call"] == CALL_INCONCLUSIVE:
+            against = f" vs {row['baseline']}" if row.get("baseline", "scratch") != "scratch" else ""
+            where = f"{row['backbone']} {row['dataset']} {row['size']}{against}"
+            reasons.append(f"{where}: inconclusive: {inconclusive_reason(row)}")
         diff = row.get("mean_diff")
         interval = describe_interval(row)
         rows.append((
@@ -80,7 +85,7 @@ def verdict_lines(verdict) -> str:
             f"{int(row.get('wins', 0))}/{int(row.get('ties', 0))}/{int(row.get('losses', 0))}", str(row["call"]),
         ))
     header = ("backbone", "dataset", "size", "best transfer", "vs scratch", "95% CI (pts)", "W/T/L", "verdict")
-    return table(header, rows)
+    return "\n".join([table(header, rows), *reasons])
 
 
 class ProgressBars:

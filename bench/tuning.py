@@ -139,6 +139,18 @@ def selections(frame: Any, tuning_seeds: Sequence[int]) -> dict[str, str]:
     return chosen
 
 
+def final_mask(frame: Any, seeds: Sequence[int], tuning_seeds: Sequence[int]) -> Any:
+    """Which runs of a frame are final (see ``split_final``), as a boolean Series on its index."""
+    import pandas as pd
+
+    if frame.empty or "arm" not in frame:
+        return pd.Series(True, index=frame.index, dtype=bool)
+    chosen = selections(frame, tuning_seeds)
+    tuned = frame["arm"] != ""
+    is_chosen = frame["arm"].map(chosen).eq(frame["tuned"].map(tuned_key))
+    return (~tuned | (is_chosen & frame["seed"].isin(list(seeds)))).astype(bool)
+
+
 def split_final(frame: Any, seeds: Sequence[int], tuning_seeds: Sequence[int]) -> tuple[Any, Any]:
     """(final runs, sweep-only runs) of a frame: what the verdict compares, and what tuning cost.
 
@@ -146,39 +158,98 @@ def split_final(frame: Any, seeds: Sequence[int], tuning_seeds: Sequence[int]) -
     chosen point and its seed is one of the suite's seeds; every other run of a tuned arm is
     sweep cost. Arms whose sweep has no eligible point yet contribute no final runs.
     """
-    if frame.empty or "arm" not in frame:
-        return frame, frame.iloc[0:0]
-    chosen = selections(frame, tuning_seeds)
-    tuned = frame["arm"] != ""
-    keys = frame["tuned"].map(tuned_key)
-    is_chosen = frame["arm"].map(chosen).eq(keys)
-    final = ~tuned | (is_chosen & frame["seed"].isin(list(seeds)))
+    final = final_mask(frame, seeds, tuning_seeds)
     return frame[final], frame[~final]
 
 
-def tuning_summary(frame: Any, seeds: Sequence[int], tuning_seeds: Sequence[int]) -> Any:
-    """One row per tuned arm: the grid size, the chosen configuration, its validation accuracy, the sweep's cost."""
+def stored_seeds(suite: Any, frame: Any) -> tuple[list[int], list[int]]:
+    """The suite's seeds and the sweep's, from a store's ``suite`` meta (or the runs, for hand-made stores)."""
+    config = suite if isinstance(suite, dict) else {}
+    seeds = [int(s) for s in config.get("seeds") or sorted(frame["seed"].unique())]
+    tuning = config.get("tuning") if isinstance(config.get("tuning"), dict) else {}
+    return seeds, [int(s) for s in tuning.get("seeds") or seeds[:1]]
+
+
+def mark_final(frame: Any, suite: Any) -> Any:
+    """``frame`` with a boolean ``final`` column: what ``split_final`` gives the report, by the stored suite's seeds."""
+    return frame.assign(final=final_mask(frame, *stored_seeds(suite, frame)))
+
+
+def arm_edges(frame: Any, tuning_seeds: Sequence[int]) -> dict[str, str]:
+    """arm -> ``grid_edge`` of its chosen point among every point it tried, extensions included ('' inside)."""
+    chosen = selections(frame, tuning_seeds)
+    if not chosen:
+        return {}
+    edges = {}
+    for arm, tuned in frame[frame["arm"].isin(list(chosen))].groupby("arm", sort=False)["tuned"]:
+        tried = [json.loads(key) for key in {tuned_key(t) for t in tuned}]
+        edges[str(arm)] = grid_edge(json.loads(chosen[str(arm)]), tried)
+    return edges
+
+
+def _planned(runs: Any, planned_ids: Any) -> Any:
+    """Which of one arm's runs the stored plan lists; None when the store cannot tell its grid from what came after.
+
+    The plan lists the fixed cells and the grid's own sweep cells (``planned_ids``), never the
+    points the driver adds beyond an edge, nor the final runs on the other seeds. An arm none of
+    whose runs it lists (a store without a plan, or an arm of an earlier version of the suite)
+    cannot be told apart.
+    """
+    if not isinstance(planned_ids, (list, tuple, set)):
+        return None
+    planned = runs["run_id"].isin({str(run_id) for run_id in planned_ids})
+    return planned if planned.any() else None
+
+
+TUNING_COLUMNS = [
+    "backbone", "weights", "dataset", "size", "strategy", "grid_points", "extended_points", "chosen",
+    "chosen_val_acc", "grid_edge", "sweep_runs", "sweep_s", "extension_runs", "extension_s",
+]
+
+
+def tuning_summary(
+    frame: Any, seeds: Sequence[int], tuning_seeds: Sequence[int], planned_ids: Any = None,
+) -> Any:
+    """One row per tuned arm: the points tried, the chosen configuration, its validation accuracy, the sweep's cost.
+
+    ``grid_points`` counts every point the arm tried, ``extended_points`` those beyond the
+    suite's own grid, and ``extension_runs``/``extension_s`` what trying them cost (missing when
+    the store cannot tell them from the grid's runs: see ``_planned``).
+    ``grid_edge`` is read over every point tried: an arm still at its edge after extending.
+    """
     import pandas as pd
 
-    columns = ["backbone", "weights", "dataset", "size", "strategy", "grid_points", "chosen", "chosen_val_acc",
-               "grid_edge", "sweep_runs", "sweep_s"]
     if frame.empty or "arm" not in frame or not (frame["arm"] != "").any():
-        return pd.DataFrame(columns=columns)
+        return pd.DataFrame(columns=TUNING_COLUMNS)
     chosen = selections(frame, tuning_seeds)
+    edges = arm_edges(frame, tuning_seeds)
     _, sweep_only = split_final(frame, seeds, tuning_seeds)
     rows = []
     for arm, runs in frame[frame["arm"] != ""].groupby("arm", sort=False):
         first = runs.iloc[0]
         point = chosen.get(str(arm))
-        on_tuning = runs[runs["seed"].isin(list(tuning_seeds)) & (runs["tuned"].map(tuned_key) == point)]
+        keys = runs["tuned"].map(tuned_key)
+        on_tuning = runs[runs["seed"].isin(list(tuning_seeds)) & (keys == point)]
         extra = sweep_only[sweep_only["arm"] == arm]
+        planned = _planned(runs, planned_ids)
+        points = n_beyond = beyond_s = None
+        if planned is not None:
+            # A run on a tuning seed that the plan does not list tried a point beyond the grid.
+            beyond = ~planned & runs["seed"].isin(list(tuning_seeds))
+            points = len(set(keys[beyond]) - set(keys[planned]))
+            n_beyond, beyond_s = int(beyond.sum()), float(runs.loc[beyond, "wall_s"].fillna(0).sum())
         rows.append({
             "backbone": first["backbone"], "weights": first["weights"], "dataset": first["dataset"],
             "size": first["size"], "strategy": first["strategy_label"],
-            "grid_points": runs["tuned"].map(tuned_key).nunique(),
+            "grid_points": keys.nunique(), "extended_points": points,
             "chosen": point_label(json.loads(point)) if point else "pending",
             "chosen_val_acc": float(on_tuning["val_acc"].mean()) if len(on_tuning) else math.nan,
-            "grid_edge": grid_edge(json.loads(point), [json.loads(tuned_key(t)) for t in runs["tuned"]]) if point else "",
+            "grid_edge": edges.get(str(arm), ""),
             "sweep_runs": len(extra), "sweep_s": float(extra["wall_s"].fillna(0).sum()),
+            "extension_runs": n_beyond, "extension_s": beyond_s,
         })
-    return pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=TUNING_COLUMNS)
+    for column in ("extended_points", "extension_runs"):
+        table[column] = table[column].astype("Int64")
+    table["extension_s"] = table["extension_s"].astype(float)
+    return table

@@ -141,3 +141,61 @@ def build_store(
         store.set_meta("suite", "quick")
         store.set_meta("planned", n_cells + planned_extra)
     return path
+
+
+# A tuned suite in miniature: scratch's and full's sweeps on seed 0, their chosen points on every seed.
+TUNED_SEEDS = (0, 1, 2)
+SCRATCH_GRID = {0.001: 0.40, 0.003: 0.45, 0.01: 0.50}  # lr -> validation accuracy: best at the largest
+FULL_GRID = {0.0001: 0.60, 0.0003: 0.70, 0.001: 0.65}  # best inside
+SCRATCH_BEYOND = {0.03: 0.42}  # a point past scratch's edge, worse: 0.01 is then inside what was tried
+MATCHED_GRID = {0.001: 0.45, 0.003: 0.50, 0.01: 0.48}  # scratch[budget=2]: best inside
+EXTENSION_WALL_S = 7.0
+
+
+def build_tuned_store(path: Path, *, extend: bool = False, matched: bool = False) -> Path:
+    """A real store of one cell: tuned scratch (best at its grid's edge) and full, untuned frozen, three seeds.
+
+    Full beats scratch by about 20 points on test. With ``extend`` scratch also ran one point
+    beyond its grid on the tuning seed, a run the stored plan (``planned_ids``) does not list.
+    With ``matched`` a compute-matched scratch[budget=2], tuned to a point inside its grid, joins.
+    """
+    planned: list[str] = []
+
+    def write(store: ResultStore, label: str, lr: float | None, seed: int, val: float, test: float,
+              *, wall: float = 2.0, in_plan: bool = True) -> None:
+        strategy, params = ("scratch", {"budget": 2}) if label == "scratch[budget=2]" else (label, {})
+        run_id = f"{label}-{lr}-{seed}"
+        spec = RunSpec(
+            run_id=run_id, suite="tuned", backbone="resnet18",
+            weights="none" if strategy == "scratch" else "pretrain:shapes", dataset={"name": "digits"},
+            size="10", strategy=strategy, strategy_params=params, seed=seed, training={"lr": lr},
+            arm="" if lr is None else f"arm-{label}", tuned={} if lr is None else {"lr": lr},
+        )
+        store.write(spec, RunResult(
+            run_id=run_id, status="done", test_acc=test, test_balanced_acc=test, test_macro_f1=test,
+            val_acc=val, wall_s=wall, trainable_params=10, total_params=10, device="cpu",
+            train_indices=list(range(100)),
+        ))
+        if in_plan:
+            planned.append(run_id)
+
+    with ResultStore(path) as store:
+        # Test accuracy rises by ``step`` a seed, so the paired differences are not all equal.
+        arms = [("scratch", SCRATCH_GRID, 0.50, 0.01), ("full", FULL_GRID, 0.70, 0.015)]
+        if matched:
+            arms.append(("scratch[budget=2]", MATCHED_GRID, 0.52, 0.01))
+        for label, grid, base, step in arms:
+            chosen = max(grid, key=grid.__getitem__)
+            for lr, val in grid.items():
+                write(store, label, lr, 0, val, base - (0.1 if lr != chosen else 0.0))
+            for seed in TUNED_SEEDS[1:]:
+                write(store, label, chosen, seed, grid[chosen], base + step * seed, in_plan=False)
+        if extend:
+            for lr, val in SCRATCH_BEYOND.items():
+                write(store, "scratch", lr, 0, val, 0.45, wall=EXTENSION_WALL_S, in_plan=False)
+        for seed in TUNED_SEEDS:
+            write(store, "frozen", None, seed, 0.55, 0.55)
+        store.set_meta("suite", {"name": "tuned", "seeds": list(TUNED_SEEDS), "tuning": {"seeds": [0]}})
+        store.set_meta("planned_ids", planned)
+        store.set_meta("planned", len(planned) + len(arms) * (len(TUNED_SEEDS) - 1))
+    return path

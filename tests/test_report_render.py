@@ -12,8 +12,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tests.report_fixtures import FAILED_ERROR, SIZES, STRATEGIES, build_store, frame_of, run_rows
+from tests.report_fixtures import (
+    EXTENSION_WALL_S,
+    FAILED_ERROR,
+    SIZES,
+    STRATEGIES,
+    build_store,
+    build_tuned_store,
+    frame_of,
+    run_rows,
+)
 
+from bench.cli_output import verdict_lines
 from bench.errors import ReportError
 from bench.records import RunResult, RunSpec
 from bench.report import Report, render_report
@@ -261,6 +271,45 @@ def test_several_seeds_without_scratch_never_claim_one_seed(tmp_path: Path) -> N
         text = path.read_text(encoding="utf-8")
         assert "1 seed" not in text and "one seed" not in text and "one paired seed" not in text
     assert "no scratch baseline" in report.md_path.read_text(encoding="utf-8")
+
+
+def test_a_call_against_an_arm_at_its_grids_edge_waits_for_the_extension(tmp_path: Path) -> None:
+    """Scratch's best lr is its grid's largest: no win over it, until a point beyond the edge puts it inside."""
+    edged = render_report(build_tuned_store(tmp_path / "edged.db"), tmp_path / "edged")
+    row = edged.verdict.iloc[0]
+    assert (row["call"], row["best_strategy"]) == ("inconclusive", "full")
+    assert row["withheld"] == "scratch still at the edge of its grid, lr=0.01 (largest)"
+    verdict = pd.read_csv(edged.out_dir / "tables" / "verdict.csv")
+    assert verdict.loc[0, "withheld"] == row["withheld"]
+    sentence = "inconclusive: scratch still at the edge of its grid, lr=0.01 (largest), so it may be under-tuned"
+    markdown = edged.md_path.read_text(encoding="utf-8")
+    assert sentence in markdown and sentence in edged.html_path.read_text(encoding="utf-8")
+    assert "1 of 2 arms still chose a value at the edge of the points tried" in markdown
+    assert "0 of 2 arms extended the sweep beyond the suite's grid" in markdown
+    assert verdict_lines(edged.verdict).splitlines()[-1].startswith(f"resnet18 digits 10: {sentence}")
+
+    extended = render_report(build_tuned_store(tmp_path / "extended.db", extend=True), tmp_path / "extended")
+    row = extended.verdict.iloc[0]
+    assert (row["call"], row["withheld"], row["scratch_edge"]) == ("transfer wins", "", "")
+    tuning = pd.read_csv(extended.out_dir / "tables" / "tuning.csv").set_index("strategy")
+    assert tuning.loc["scratch", ["grid_points", "extended_points", "extension_runs"]].tolist() == [4, 1, 1]
+    assert tuning.loc["scratch", "extension_s"] == EXTENSION_WALL_S
+    assert tuning.loc["full", ["extended_points", "extension_runs"]].tolist() == [0, 0]
+    markdown = extended.md_path.read_text(encoding="utf-8")
+    assert "1 of 2 arms extended the sweep beyond the suite's grid, where the best value lay at its edge, " \
+        f"in 1 run and {EXTENSION_WALL_S:.0f} s" in markdown
+    assert "still chose a value at the edge" not in markdown
+
+
+def test_each_baseline_is_judged_by_its_own_edge(tmp_path: Path) -> None:
+    """Plain scratch is still at its edge; compute-matched scratch, tuned inside its grid, can lose."""
+    report = render_report(build_tuned_store(tmp_path / "m.db", matched=True), tmp_path / "m")
+    calls = report.verdict.set_index("baseline")[["call", "withheld"]]
+    assert calls.loc["scratch", "call"] == "inconclusive"
+    assert tuple(calls.loc["scratch[budget=2]"]) == ("transfer wins", "")
+    markdown = report.md_path.read_text(encoding="utf-8")
+    section = markdown[markdown.index("## Verdict against compute-matched scratch: scratch[budget=2]"):]
+    assert "transfer wins: full (pretrain:shapes)" in section.split("\n## ")[0]
 
 
 # -- the pure pieces under the page ---------------------------------------------------------

@@ -258,6 +258,70 @@ def test_missing_flags_mean_healthy(value) -> None:
     assert _one(frame.drop(columns="flags"))["call"] == CALL_TRANSFER
 
 
+# -- arms still at the edge of their grid --------------------------------------------------------
+
+
+def _edged(accs: dict, edges: dict) -> pd.DataFrame:
+    """A frame whose arms carry the ``grid_edge`` the report reads from their sweeps ('' inside)."""
+    frame = frame_of(run_rows(accs))
+    frame["grid_edge"] = frame["strategy_label"].map(lambda label: edges.get(label, ""))
+    return frame
+
+
+WIN = {"scratch": SCRATCH, "full": _plus(SCRATCH, [0.20, 0.22, 0.19, 0.21, 0.18])}
+LOSS = {"scratch": SCRATCH, "full": _plus(SCRATCH, [-0.05, -0.04, -0.06, -0.05, -0.05])}
+
+
+def test_a_win_against_scratch_at_its_grids_edge_is_withheld() -> None:
+    row = _one(_edged(WIN, {"scratch": "lr=0.006 (largest)"}))
+    assert row["call"] == CALL_INCONCLUSIVE
+    assert row["withheld"] == "scratch still at the edge of its grid, lr=0.006 (largest)"
+    assert row["scratch_edge"] == "lr=0.006 (largest)" and row["transfer_edge"] == ""
+    assert row["summary"].startswith(
+        "resnet18 on digits, 10/class: inconclusive: scratch still at the edge of its grid, lr=0.006 (largest), "
+        "so it may be under-tuned and no call is made against it. full (pretrain:shapes) vs scratch +20.0 pts"
+    )
+    assert "transfer wins" not in row["summary"]
+    # The same numbers with scratch's optimum inside its grid earn the call.
+    assert _one(_edged(WIN, {"scratch": ""}))["call"] == CALL_TRANSFER
+
+
+def test_a_loss_for_a_transfer_arm_at_its_grids_edge_is_withheld() -> None:
+    row = _one(_edged(LOSS, {"full": "lr=0.001 (smallest)"}))
+    assert row["call"] == CALL_INCONCLUSIVE
+    assert row["withheld"] == "full (pretrain:shapes) still at the edge of its grid, lr=0.001 (smallest)"
+    assert "no call is made against it" in row["summary"]
+    assert _one(_edged(LOSS, {}))["call"] == CALL_SCRATCH
+
+
+def test_an_edge_on_the_winning_side_or_without_a_call_withholds_nothing() -> None:
+    assert _one(_edged(WIN, {"full": "lr=0.003 (largest)"}))["call"] == CALL_TRANSFER
+    assert _one(_edged(LOSS, {"scratch": "lr=0.006 (largest)"}))["call"] == CALL_SCRATCH
+    both = {"scratch": "lr=0.006 (largest)", "full": "lr=0.001 (smallest)"}
+    row = _one(_edged({"scratch": SCRATCH, "full": SCRATCH}, both))
+    assert (row["call"], row["withheld"]) == (CALL_EQUIVALENT, "")
+    unclear = _one(_edged({"scratch": SCRATCH, "full": _plus(SCRATCH, [0.05, -0.04, 0.03, -0.02, 0.0])}, both))
+    assert (unclear["call"], unclear["withheld"]) == (CALL_UNCLEAR, "")
+
+
+def test_per_arm_calls_against_an_edge_are_withheld_and_holm_still_comes_first() -> None:
+    base = [0.5] * 6
+    frame = frame_of(run_rows({"scratch": base, "full": _plus(base, [0.20, 0.21, 0.22, 0.23, 0.24, 0.25])}))
+    frame["grid_edge"] = np.where(frame["strategy"] == "scratch", "lr=0.006 (largest)", "")
+    row = arm_verdicts(frame).iloc[0]
+    assert row["call"] == CALL_INCONCLUSIVE
+    assert row["withheld"] == "scratch still at the edge of its grid, lr=0.006 (largest)"
+    assert "inconclusive: scratch still at the edge of its grid" in row["summary"]
+    # Two arms: Holm holds both wins back, so there is no call against scratch to withhold.
+    frame = frame_of(run_rows({
+        "scratch": base, "full": _plus(base, [0.20, 0.21, 0.22, 0.23, 0.24, 0.25]),
+        "frozen": _plus(base, [0.10, 0.11, 0.12, 0.13, 0.14, 0.15]),
+    }))
+    frame["grid_edge"] = np.where(frame["strategy"] == "scratch", "lr=0.006 (largest)", "")
+    table = arm_verdicts(frame)
+    assert (table["call"] == CALL_UNCLEAR).all() and (table["withheld"] == "").all()
+
+
 # -- the table -----------------------------------------------------------------------------------
 
 

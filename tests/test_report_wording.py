@@ -7,7 +7,15 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.report.wording import crossover_sentence, p_text, pts, size_text, verdict_counts_sentence
+from bench.report.wording import (
+    arm_sentence,
+    crossover_sentence,
+    inconclusive_reason,
+    p_text,
+    pts,
+    size_text,
+    verdict_counts_sentence,
+)
 
 
 def test_numbers_read_the_same_in_tables_and_sentences() -> None:
@@ -32,3 +40,22 @@ def test_crossover_interval_names_open_ends() -> None:
         "seeds: 50 to beyond the largest size compared."
     )
     assert crossover_sentence("cnn on digits", [], None, None, None).endswith("on a shared seed.")
+
+
+def test_an_inconclusive_comparison_says_why() -> None:
+    edge = "scratch still at the edge of its grid, lr=0.006 (largest)"
+    assert inconclusive_reason({"flags": "", "withheld": edge}) == (
+        f"{edge}, so it may be under-tuned and no call is made against it"
+    )
+    # A flagged run makes a comparison inconclusive whatever the interval says, so it is the reason given.
+    assert inconclusive_reason({"flags": "scratch seed 1 at_chance", "withheld": edge}) == "scratch seed 1 at_chance"
+    row = {
+        "strategy_label": "full", "weights": "imagenet", "n_pairs": 1, "mean_diff": 0.2, "flags": "", "withheld": edge,
+    }
+    assert arm_sentence(row, "inconclusive", held_back=False, alpha=0.05) == (
+        f"full (imagenet) vs scratch +20.0 pts; inconclusive: {edge}, so it may be under-tuned and no call is "
+        "made against it"
+    )
+    text = verdict_counts_sentence(pd.DataFrame({"call": ["inconclusive"]}))
+    assert "1 are inconclusive because a compared run is flagged or the arm that would lose is still at the edge" \
+        in text

@@ -129,3 +129,53 @@ def test_a_choice_at_the_edge_of_its_grid_is_named():
     assert grid_edge({"lr_factor": 0.3, "augment": "none"}, tried) == "lr_factor=0.3 (smallest)"
     assert grid_edge({"lr_factor": 1.0, "augment": "light"}, tried) == ""
     assert grid_edge({"lr_factor": 3.0}, [{"lr_factor": 1.0}, {"lr_factor": 3.0}]) == ""  # two values have no inside
+
+
+def _sweep_frame(arms: dict, *, seeds=(0, 1, 2), tuning_seeds=(0, 1)):
+    """A frame of tuned arms: ``arms[name] = (grid {lr: val}, beyond {lr: (val, wall_s)})``.
+
+    Every point runs on the tuning seeds (grid runs for 1 s, each point beyond for its own
+    wall time); the best point then runs on the other seeds. Returns the frame and the plan's ids.
+    """
+    import json
+
+    import pandas as pd
+
+    rows, planned = [], []
+    for name, (grid, beyond) in arms.items():
+        points = {lr: (val, 1.0) for lr, val in grid.items()} | beyond
+        best = max(points, key=lambda lr: points[lr][0])
+        cells = [(lr, seed) for lr in points for seed in tuning_seeds]
+        cells += [(best, seed) for seed in seeds if seed not in tuning_seeds]
+        for lr, seed in cells:
+            run_id = f"{name}-{lr}-{seed}"
+            rows.append({
+                "run_id": run_id, "backbone": "cnn", "weights": "none", "dataset": "digits", "size": "5",
+                "strategy_label": name, "arm": name, "tuned": json.dumps({"lr": lr}), "seed": seed,
+                "status": "done", "val_acc": points[lr][0], "wall_s": points[lr][1],
+            })
+            if lr in grid and seed in tuning_seeds:
+                planned.append(run_id)
+    return pd.DataFrame(rows), planned
+
+
+def test_the_tuning_table_counts_what_extending_the_grid_cost():
+    frame, planned = _sweep_frame({
+        # Best at 0.01, the grid's edge; 0.03 beyond it is better still, 0.1 worse: inside after two points.
+        "scratch": ({0.001: 0.4, 0.003: 0.45, 0.01: 0.5}, {0.03: (0.55, 5.0), 0.1: (0.3, 6.5)}),
+        "full": ({0.0001: 0.6, 0.0003: 0.7, 0.001: 0.65}, {}),  # best inside: nothing to extend
+        "partial": ({1.0: 0.5, 2.0: 0.6, 3.0: 0.7}, {4.0: (0.8, 2.5)}),  # still at its edge after extending
+    })
+    table = tuning_summary(frame, [0, 1, 2], [0, 1], planned).set_index("strategy")
+    assert table.loc["scratch", ["grid_points", "extended_points", "extension_runs"]].tolist() == [5, 2, 4]
+    assert table.loc["scratch", "extension_s"] == 2 * (5.0 + 6.5)
+    assert table.loc["scratch", "chosen"] == "lr=0.03" and table.loc["scratch", "grid_edge"] == ""
+    # The unchosen points on the tuning seeds are sweep cost: three of the grid, 0.1 beyond it.
+    assert (table.loc["scratch", "sweep_runs"], table.loc["scratch", "sweep_s"]) == (8, 6 * 1.0 + 2 * 6.5)
+    assert table.loc["full", ["extended_points", "extension_runs", "extension_s"]].tolist() == [0, 0, 0.0]
+    assert table.loc["partial", ["extended_points", "extension_runs", "extension_s"]].tolist() == [1, 2, 5.0]
+    assert table.loc["partial", "grid_edge"] == "lr=4 (largest)"
+    # Without the plan's ids nothing tells the grid from the points beyond it.
+    unknown = tuning_summary(frame, [0, 1, 2], [0, 1])
+    assert unknown[["extended_points", "extension_runs", "extension_s"]].isna().all().all()
+    assert list(unknown["grid_edge"]) == list(table["grid_edge"])

@@ -48,6 +48,9 @@ class Arm:
     val: dict = field(default_factory=dict)  # seed -> validation accuracy (NaN when not recorded)
     flags: dict = field(default_factory=dict)  # seed -> health flags
     n_train: list = field(default_factory=list)
+    # Its chosen configuration's place at the edge of the grid it tried ("lr=0.006 (largest)"):
+    # the ``grid_edge`` column the report adds from every run of the arm; '' inside or untuned.
+    edge: str = ""
 
     @property
     def test_mean(self) -> float:
@@ -92,15 +95,16 @@ def group_cells(frame: pd.DataFrame) -> list[Cell]:
         "val": done["val_acc"] if "val_acc" in done else pd.Series(math.nan, index=done.index),
         "flags": done["flags"] if "flags" in done else pd.Series("", index=done.index),
         "n_train": done["n_train"] if "n_train" in done else pd.Series(0, index=done.index),
+        "edge": done["grid_edge"] if "grid_edge" in done else pd.Series("", index=done.index),
     }
     sums: dict = {}
     cells: dict = {}
     rows = zip(
         done["backbone"], done["dataset"], done["size"], done["size_order"], done["strategy"],
         done["strategy_label"], done["weights"], done["seed"], done["test_acc"], columns["val"],
-        columns["flags"], columns["n_train"],
+        columns["flags"], columns["n_train"], columns["edge"],
     )
-    for backbone, dataset, size, order, strategy, label, weights, seed, test, val, flags, n_train in rows:
+    for backbone, dataset, size, order, strategy, label, weights, seed, test, val, flags, n_train, edge in rows:
         key = (backbone, dataset, size)
         cell = cells.get(key)
         if cell is None:
@@ -123,6 +127,8 @@ def group_cells(frame: pd.DataFrame) -> list[Cell]:
         arm.test[seed] = total[0] / total[2]
         arm.val[seed] = total[1] / total[3] if total[3] else math.nan
         arm.flags.setdefault(seed, []).extend(flag_list(flags))
+        if not arm.edge and isinstance(edge, str):
+            arm.edge = edge
         n_train = float(n_train) if n_train is not None and not pd.isna(n_train) else 0.0
         arm.n_train.append(n_train)
         cell.n_train.append(n_train)

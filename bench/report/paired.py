@@ -36,7 +36,7 @@ from bench.report.tables import SCRATCH
 COMPARE_COLUMNS = [
     "n_pairs", "mean_diff", "sd_diff", "ci_low", "ci_high", "ci_method", "p_value", "p_method",
     "prob_improvement", "prob_improvement_low", "prob_improvement_high", "prob_improvement_method",
-    "wins", "ties", "losses", "min_effect", "flags",
+    "wins", "ties", "losses", "min_effect", "flags", "transfer_edge", "scratch_edge",
 ]
 
 
@@ -85,6 +85,7 @@ def compare(arm: Arm, scratch: Arm, min_effect: float) -> tuple[dict, np.ndarray
         "prob_improvement_high": pi_high, "prob_improvement_method": METHOD_WILSON if n else "",
         "wins": wins, "ties": ties, "losses": int((diffs < -TIE_EPS).sum()),
         "min_effect": min_effect, "flags": "; ".join(flagged),
+        "transfer_edge": arm.edge, "scratch_edge": scratch.edge,
     }
     return stats, diffs
 
@@ -99,6 +100,21 @@ def call_of(stats: dict) -> str:
     )
 
 
+def against_edge(call: str, stats: dict, name: str) -> tuple[str, str]:
+    """``call``, or "inconclusive" and why when it goes against an arm still at the edge of its grid.
+
+    An arm whose best configuration is the largest or smallest value it tried, even after the
+    sweep extended, has not been tuned to its optimum: it may lose only for want of a wider grid.
+    A call for it, or no call at all, stands. ``name`` is the transfer arm as readers see it.
+    """
+    loser, edge = {
+        CALL_TRANSFER: (SCRATCH, stats["scratch_edge"]), CALL_SCRATCH: (name, stats["transfer_edge"]),
+    }.get(call, ("", ""))
+    if not edge:
+        return call, ""
+    return CALL_INCONCLUSIVE, f"{loser} still at the edge of its grid, {edge}"
+
+
 def empty_stats(min_effect: float) -> dict:
     """The statistics of a comparison that could not be made: no pairs, every number NaN."""
     return {
@@ -106,6 +122,7 @@ def empty_stats(min_effect: float) -> dict:
         "ci_method": "", "p_value": math.nan, "p_method": "", "prob_improvement": math.nan,
         "prob_improvement_low": math.nan, "prob_improvement_high": math.nan, "prob_improvement_method": "",
         "wins": 0, "ties": 0, "losses": 0, "min_effect": min_effect, "flags": "",
+        "transfer_edge": "", "scratch_edge": "",
     }
 
 

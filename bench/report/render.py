@@ -37,7 +37,7 @@ from bench.report.verdict import arm_verdicts, verdicts
 from bench.report.wording import plural
 from bench.report.writers import html_page, markdown_page, write_text
 from bench.store import ResultStore
-from bench.tuning import split_final, tuning_summary
+from bench.tuning import arm_edges, mark_final, split_final, stored_seeds, tuning_summary
 
 
 @dataclass
@@ -126,13 +126,6 @@ def _baselines(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFram
     return main, matched
 
 
-def _seeds(config: dict, frame: pd.DataFrame) -> tuple[list[int], list[int]]:
-    """The suite's seeds and the sweep's, from the stored config (or the runs, for hand-made stores)."""
-    seeds = [int(s) for s in config.get("seeds") or sorted(frame["seed"].unique())]
-    tuning = config.get("tuning") if isinstance(config.get("tuning"), dict) else {}
-    return seeds, [int(s) for s in tuning.get("seeds") or seeds[:1]]
-
-
 def render_report(
     db_path: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, title: str | None = None
 ) -> Report:
@@ -150,14 +143,17 @@ def render_report(
     config = meta["suite"] if isinstance(meta["suite"], dict) else {"name": meta["suite"]}
     suite = config.get("name") or (str(frame["suite"].iloc[0]) if "suite" in frame else db_path.stem)
     title = title or f"transfer-bench report: {suite}"
-    seeds, tuning_seeds = _seeds(config, frame)
+    seeds, tuning_seeds = stored_seeds(config, frame)
     current = _in_current_plan(frame, meta.get("planned_ids"), seeds)
     prog = progress(frame if current is None else frame[current], meta["planned"], n_running)
     others = 0 if current is None else int((~current).sum())
-    all_runs = frame
+    all_runs = mark_final(frame, config)
     # Sweep runs of configurations that were not chosen are cost, not results: the verdict and
-    # every table of results read the chosen configuration's runs alone.
+    # every table of results read the chosen configuration's runs alone. Whether a choice lies at
+    # the edge of what its arm tried is read from every run of the arm, before they are dropped.
     frame, _ = split_final(all_runs, seeds, tuning_seeds)
+    edges = arm_edges(all_runs, tuning_seeds)
+    frame = frame.assign(grid_edge=frame["arm"].map(lambda arm: edges.get(arm, "")))
     min_effect = _min_effect(config, db_path)
     frame, matched = _baselines(frame)
     equivalents = scratch_equivalents(frame)
@@ -174,7 +170,8 @@ def render_report(
         "verdict": verdict, "arm_verdicts": arm_verdicts(frame, min_effect=min_effect), "crossover": crossover,
         "scratch_equivalent": equivalents, "across_datasets": across_datasets(frame),
         "results": results, "cost": cost_table(frame, results), "failed": failed_table(all_runs),
-        "tuning": tuning_summary(all_runs, seeds, tuning_seeds), "probe": probe_table(frame),
+        "tuning": tuning_summary(all_runs, seeds, tuning_seeds, meta.get("planned_ids")),
+        "probe": probe_table(frame),
         "environment": environment_table(frame), "versions": versions_table(frame),
     }
     if not logme.empty:

@@ -174,11 +174,26 @@ def build_sections(
 
 
 def _edge_note(tuning: pd.DataFrame) -> str:
+    """How many arms extended their grid, how many are still at its edge, and what that does to the verdict."""
+    known = tuning["extended_points"].notna()
+    extended = int((tuning["extended_points"].fillna(0) > 0).sum())
     at_edge = int((tuning["grid_edge"] != "").sum())
-    if not at_edge:
-        return ""
-    return (f" {at_edge} of {len(tuning)} arms chose a value at the edge of its grid (column grid_edge): the best "
-            "value may lie beyond it, so those arms may be under-tuned; widen the grid in the suite's tuning block.")
+    text = ""
+    if known.any() and (extended or at_edge):
+        runs, seconds = int(tuning["extension_runs"].sum()), float(tuning["extension_s"].sum())
+        text = (f" {extended} of {plural(int(known.sum()), 'arm')} extended the sweep beyond the suite's grid, "
+                f"where the best value lay at its edge, in {plural(runs, 'run')} and {seconds:.0f} s "
+                "(columns extended_points, extension_runs, extension_s).")
+    if at_edge:
+        text += (f" {at_edge} of {plural(len(tuning), 'arm')} still chose a value at the edge of the points tried "
+                 "(column grid_edge): the best value may lie beyond, so such an arm may be under-tuned, and the "
+                 "verdict withholds any call against it (\"inconclusive\"); widen the grid, or raise tuning.extend, "
+                 "in the suite file.")
+    return text
+
+
+def _seconds(value: object) -> str:
+    return "unknown" if pd.isna(value) else f"{float(value):.0f}"
 
 
 def _tuning_sections(tuning: pd.DataFrame, probe: pd.DataFrame, final: pd.DataFrame) -> list[Section]:
@@ -191,13 +206,18 @@ def _tuning_sections(tuning: pd.DataFrame, probe: pd.DataFrame, final: pd.DataFr
         sections.append(Section(
             "Tuning: the configuration each arm was given",
             intro=(
-                "Every trained arm swept the same grid on the tuning seeds; the configuration with the best "
+                "Every trained arm swept the same grid on the tuning seeds, and points beyond it where its best "
+                "value lay at the grid's edge; the configuration with the best "
                 "mean validation accuracy then ran on every seed, and only those runs enter the verdict. Test "
                 f"accuracy played no part in any choice. The sweep's extra runs cost {sweep_s:.0f} s{share}."
                 + _edge_note(tuning)
             ),
-            table=tuning.assign(chosen_val_acc=tuning["chosen_val_acc"].map(lambda v: f"{v:.3f}"),
-                                sweep_s=tuning["sweep_s"].map(lambda v: f"{v:.0f}")),
+            table=tuning.assign(
+                chosen_val_acc=tuning["chosen_val_acc"].map(lambda v: f"{v:.3f}"),
+                sweep_s=tuning["sweep_s"].map(_seconds), extension_s=tuning["extension_s"].map(_seconds),
+                **{c: tuning[c].map(lambda v: "unknown" if pd.isna(v) else str(v))
+                   for c in ("extended_points", "extension_runs")},
+            ),
         ))
     if not probe.empty:
         sections.append(Section(

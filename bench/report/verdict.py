@@ -17,9 +17,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.report.cells import ARM, CELL, arm_pairs, cell_classes, group_cells, order_arms
+from bench.report.cells import ARM, CELL, arm_name, arm_pairs, cell_classes, group_cells, order_arms
 from bench.report.equivalent import EQUIVALENT_COLUMNS, scratch_equivalents
-from bench.report.paired import COMPARE_COLUMNS, call_of, compare, empty_stats, select
+from bench.report.paired import COMPARE_COLUMNS, against_edge, call_of, compare, empty_stats, select
 from bench.report.rules import (
     ALPHA,
     CALL_NO_SCRATCH,
@@ -36,12 +36,12 @@ from bench.report.wording import arm_sentence, verdict_sentence
 VERDICT_COLUMNS = [
     "backbone", "dataset", "size", "size_order", "n_train", "best_strategy", "best_weights",
     "n_candidates", "selected_on", "best_val_mean", "transfer_mean", "scratch_mean",
-    *COMPARE_COLUMNS, "call", *EQUIVALENT_COLUMNS, "summary",
+    *COMPARE_COLUMNS, "call", "withheld", *EQUIVALENT_COLUMNS, "summary",
 ]
 
 ARM_COLUMNS = [
     "backbone", "dataset", "size", "size_order", "strategy_label", "weights", "val_mean",
-    "transfer_mean", "scratch_mean", *COMPARE_COLUMNS, "n_arms", "p_holm", "call", "summary",
+    "transfer_mean", "scratch_mean", *COMPARE_COLUMNS, "n_arms", "p_holm", "call", "withheld", "summary",
 ]
 
 
@@ -55,7 +55,8 @@ def verdicts(
     seeds both have. ``ci_low``/``ci_high`` are a Student-t interval of the mean paired
     difference (NaN below two pairs), ``p_value`` an exact sign-flip permutation p-value and
     ``prob_improvement`` the share of paired seeds transfer wins (ties half) with a Wilson
-    interval. A flagged run among the compared ones makes the call "inconclusive". The
+    interval. A flagged run among the compared ones makes the call "inconclusive", and so does a
+    call against an arm still at the edge of its grid (``withheld`` says which). The
     ``scratch_equivalent_*`` columns are the chosen arm's row of ``scratch_equivalents``
     (computed here unless passed in).
     """
@@ -70,7 +71,7 @@ def verdicts(
             "best_strategy": "", "best_weights": "", "n_candidates": len(cell.arms), "selected_on": "",
             "best_val_mean": math.nan, "transfer_mean": math.nan,
             "scratch_mean": cell.scratch.test_mean if cell.scratch else math.nan,
-            **empty_stats(min_effect),
+            **empty_stats(min_effect), "withheld": "",
         }
         rows.append(row)
         if not cell.arms:
@@ -89,7 +90,7 @@ def verdicts(
             row["call"] = CALL_NO_SCRATCH
             continue
         row.update(compare(best, cell.scratch, min_effect)[0])
-        row["call"] = call_of(row)
+        row["call"], row["withheld"] = against_edge(call_of(row), row, arm_name(best.label, best.weights))
     table = pd.DataFrame(rows)
     equivalents = scratch_equivalents(frame) if equivalents is None else equivalents
     if not equivalents.empty:
@@ -118,6 +119,7 @@ def arm_verdicts(frame: pd.DataFrame, *, min_effect: float = DEFAULT_MIN_EFFECT)
     The sign-flip p-values of a cell's arms are Holm-adjusted across those arms (``p_holm``).
     A per-arm win or loss needs what the headline needs and also ``p_holm`` <= ``ALPHA``,
     because here every arm is tested on the same test set and one of several may win by luck.
+    A call that survives it against an arm still at the edge of its grid is withheld, as in ``verdicts``.
     """
     rows: list[dict] = []
     for cell, arm in arm_pairs(group_cells(frame)):
@@ -132,13 +134,15 @@ def arm_verdicts(frame: pd.DataFrame, *, min_effect: float = DEFAULT_MIN_EFFECT)
     table = pd.DataFrame(rows)
     table["n_arms"] = table.groupby(CELL)["strategy_label"].transform("size").astype(int)
     table["p_holm"] = table.groupby(CELL)["p_value"].transform(lambda p: holm(p.to_numpy()))
-    calls, summaries = [], []
+    calls, withheld, summaries = [], [], []
     for row in table.to_dict("records"):
         call = call_of(row)
         held_back = call in (CALL_TRANSFER, CALL_SCRATCH) and not row["p_holm"] <= ALPHA
         if held_back:
             call = CALL_UNCLEAR
+        call, row["withheld"] = against_edge(call, row, arm_name(row["strategy_label"], row["weights"]))
         calls.append(call)
+        withheld.append(row["withheld"])
         summaries.append(arm_sentence(row, call, held_back=held_back, alpha=ALPHA))
-    table["call"], table["summary"] = calls, summaries
+    table["call"], table["withheld"], table["summary"] = calls, withheld, summaries
     return order_arms(table[ARM_COLUMNS], ["backbone", "dataset", "size_order", "_label", "weights"])

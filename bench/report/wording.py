@@ -76,7 +76,9 @@ def describe_methods(min_effect: float) -> str:
         f"{min_effect * 100:.1f} pts (the minimum effect); \"equivalent\" means the whole interval lies "
         f"within ±{min_effect * 100:.1f} pts; fewer than {MIN_PAIRS_FOR_CALL} paired seeds give no call; "
         "a cell where any compared run carries a health flag (for example undertrained or at chance) "
-        "is \"inconclusive\". An exact sign-flip p-value cannot go below 2/2^n (0.25 with three "
+        "is \"inconclusive\", and so is a call against an arm whose chosen configuration is still the "
+        "largest or smallest value its sweep tried after extending: it may lose only for want of a wider "
+        "grid (a call for such an arm stands). An exact sign-flip p-value cannot go below 2/2^n (0.25 with three "
         "paired seeds), so it is reported beside the call rather than used for it. Paired differences "
         f"within {TIE_EPS:g} of zero count as ties."
     )
@@ -100,6 +102,13 @@ def describe_interval(row: pd.Series | dict) -> str:
 
 
 # -- one cell ------------------------------------------------------------------------------------
+
+
+def inconclusive_reason(row: dict) -> str:
+    """Why a comparison gets no call: its flagged runs, or the arm it would go against still at its grid's edge."""
+    if row.get("flags"):
+        return str(row["flags"])
+    return f"{row.get('withheld', '')}, so it may be under-tuned and no call is made against it"
 
 
 def equivalent_text(row: dict, per_class: float) -> str:
@@ -164,7 +173,7 @@ def verdict_sentence(row: dict, per_class: float = math.nan) -> str:
     )
     if call == CALL_INCONCLUSIVE:
         return (
-            f"{where}: inconclusive: {row['flags']}. {chosen} vs scratch {pts(row['mean_diff'])} "
+            f"{where}: inconclusive: {inconclusive_reason(row)}. {chosen} vs scratch {pts(row['mean_diff'])} "
             f"({evidence}).{extra}"
         )
     if call == CALL_TOO_FEW:
@@ -196,7 +205,7 @@ def arm_sentence(row: dict, call: str, *, held_back: bool, alpha: float) -> str:
             f"p = {p_text(row['p_value'])}, Holm over {row['n_arms']} arms {p_text(row['p_holm'])})"
         )
     if call == CALL_INCONCLUSIVE:
-        text += f"; inconclusive: {row['flags']}"
+        text += f"; inconclusive: {inconclusive_reason(row)}"
     elif held_back:
         text += f"; the interval alone would call it, but the Holm-adjusted p is above {alpha:g}"
     return text
@@ -225,7 +234,8 @@ def verdict_counts_sentence(verdict: pd.DataFrame) -> str:
         f"Across {plural(len(verdict), 'backbone × dataset × size cell')}: transfer wins in "
         f"{counts[CALL_TRANSFER]}, scratch wins in {counts[CALL_SCRATCH]}, the two are equivalent in "
         f"{counts[CALL_EQUIVALENT]}, {counts[CALL_INCONCLUSIVE]} are inconclusive because a compared run "
-        f"is flagged, and {rest} show no clear difference or lack the seeds to tell."
+        f"is flagged or the arm that would lose is still at the edge of its grid, and {rest} show no clear "
+        "difference or lack the seeds to tell."
     )
 
 
