@@ -43,8 +43,14 @@ def export(
     out: Optional[Path] = typer.Option(None, help="Output file (default next to the store); - writes CSV to stdout."),
     results_dir: Path = typer.Option(Path("results"), help="Where results/<suite>.db lives."),
 ) -> None:
-    """Write one row per run (grid coordinates, status, metrics, times, parameter counts)."""
+    """Write one row per run (grid coordinates, status, metrics, times, parameter counts).
+
+    The column final is true for the runs the report's verdict and tables read: every run of an
+    untuned arm, and a tuned arm's chosen configuration on every seed. The sweep's other points
+    are false: filter on final to get the report's runs without re-deriving the choice.
+    """
     from bench.store import ResultStore
+    from bench.tuning import mark_final
 
     if format not in ("csv", "parquet"):
         raise BenchError(f"--format {format!r}: use csv or parquet")
@@ -53,7 +59,7 @@ def export(
         raise BenchError(f"--out -: stdout takes csv; write --format {format} to a file")
     db, _ = resolve_db(target, results_dir)
     with ResultStore(db, readonly=True) as store:
-        frame = store.frame()
+        frame = mark_final(store.frame(), store.get_meta("suite"))
     if to_stdout:
         frame.to_csv(sys.stdout, index=False)
         return

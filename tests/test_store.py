@@ -13,7 +13,9 @@ from bench.errors import StoreError
 from bench.records import EpochRecord, RunResult
 from bench.store import SCHEMA_VERSION, ResultStore
 from bench.suite import suite_from_dict
+from bench.tuning import split_final, stored_seeds
 from tests.conftest import tiny_suite_dict
+from tests.report_fixtures import TUNED_SEEDS, build_tuned_store
 
 EXPORT_COLUMNS = [
     "run_id", "backbone", "weights", "dataset", "size", "strategy", "seed", "status",
@@ -138,6 +140,27 @@ def test_export_writes_one_row_per_run_with_the_documented_columns(tmp_path, fmt
     assert len(frame) == 3
     assert set(EXPORT_COLUMNS) <= set(frame.columns)
     assert sorted(frame["run_id"]) == sorted(c.run_id for c in cells[:3])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_marks_the_runs_the_verdict_reads_as_final(tmp_path, fmt):
+    db = build_tuned_store(tmp_path / "tuned.db", extend=True)
+    out = tmp_path / f"out.{fmt}"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "export", str(db), "--format", fmt, "--out", str(out)],
+        capture_output=True, text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    exported = pd.read_csv(out) if fmt == "csv" else pd.read_parquet(out)
+    assert exported["final"].dtype == bool
+    with ResultStore(db, readonly=True) as store:
+        frame, suite = store.frame(), store.get_meta("suite")
+    final, sweep = split_final(frame, *stored_seeds(suite, frame))
+    assert set(exported.loc[exported["final"], "run_id"]) == set(final["run_id"])
+    assert set(exported.loc[~exported["final"], "run_id"]) == set(sweep["run_id"])
+    # What the verdict compares: each tuned arm's chosen point on every seed, and the untuned arm.
+    chosen = {("scratch", 0.01), ("full", 0.0003), ("frozen", None)}
+    assert set(final["run_id"]) == {f"{s}-{lr}-{seed}" for s, lr in chosen for seed in TUNED_SEEDS}
 
 
 def version_1_store(path):
