@@ -164,7 +164,9 @@ def plan(
         grid = len(planned.arms[0].points)
         typer.echo(f"tuning: {len(planned.arms)} arms sweep {grid} configurations each on seed(s) "
                    f"{', '.join(map(str, suite.tuning_seeds))}, chosen on validation accuracy; "
-                   "the chosen one then runs on every seed")
+                   "the chosen one then runs on every seed"
+                   + (f"; a best value at the edge of its grid steps past it up to {suite.tuning.extend} times"
+                      if suite.tuning.extend else ""))
     header = ("run_id", "backbone", "weights", "dataset", "size", "strategy", "tuned", "seed", "status")
     rows = [
         (c.run_id, c.backbone, c.weights, c.dataset_name, c.size, c.strategy_label,

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.strategies import default_lrs, get_strategy
-from bench.tuning import DEFAULT_GRID, LR_FACTOR
+from bench.tuning import DEFAULT_EXTENSIONS, DEFAULT_GRID, LR_FACTOR
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?\s*$")
 _DURATION_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
@@ -175,6 +175,10 @@ class TuningConfig(_Strict):
     grid: dict[str, dict[str, list[Any]]] = Field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_GRID.items()},
         description="strategy name (or 'all') -> training key (or lr_factor) -> values to try",
+    )
+    extend: int = Field(
+        DEFAULT_EXTENSIONS, ge=0, le=10,
+        description="how many times a sweep whose best value lies at the edge of its grid steps past that edge",
     )
 
     @model_validator(mode="before")

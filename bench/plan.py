@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.config import NOT_IN_ID, BackboneConfig, DatasetConfig
+from pydantic import ValidationError
+
+from bench.config import NOT_IN_ID, BackboneConfig, DatasetConfig, TrainingConfig
 from bench.records import TRAINING_VERSION, RunSpec, content_hash, strategy_label
 from bench.strategies import Scratch, get_strategy
 from bench.tuning import LR_FACTOR, TunedArm, grid_points
@@ -80,8 +82,25 @@ def plan_suite(suite: Suite) -> Plan:
                                 arm=arm_id, label=f"{backbone.label or backbone.name} {label} "
                                 f"{dataset.display_name}@{size}",
                                 points=[c[0].tuned for c in by_point], cells=by_point, tuning_seeds=tuning_seeds,
+                                grid=points, base=base,
                             ))
     return Plan(cells=list(cells.values()), arms=arms, skipped=list(dict.fromkeys(skipped)))
+
+
+def point_cells(suite: Suite, arm: TunedArm, point: dict[str, Any]) -> list[RunSpec]:
+    """A further grid point of ``arm`` (as the suite's grid writes it) on every seed of the suite."""
+    return [_cell(suite, *arm.base, seed, point) for seed in suite.seeds]
+
+
+def allowed_setting(key: str, value: Any) -> bool:
+    """Whether a grid key can take ``value``: a positive learning-rate factor, a valid training setting."""
+    if key == LR_FACTOR:
+        return value > 0
+    try:
+        TrainingConfig.model_validate({key: value})
+    except ValidationError:
+        return False
+    return True
 
 
 def _cell(

@@ -27,7 +27,7 @@ from bench.failures import normalise_error as normalise_error  # re-exported
 from bench.records import STATUS_DONE, STATUS_FAILED, TEST_METRICS, RunResult, RunSpec, pretrain_config
 from bench.store import ResultStore, check_store_path, owner_id, retire_owner
 from bench.suite import Suite, check_weights
-from bench.tuning import choose
+from bench.sweep import sweep_state
 
 HEARTBEAT_S = 60.0
 _POLL_S = 0.2
@@ -137,11 +137,13 @@ def run_suite(
                     address=address, max_retries=max_retries,
                 )
             todo = store.pending(cells, retry_failed=retry_failed, force=force)
-            finals, waiting = _chosen_cells(plan, store)
+            sweeps = sweep_state(suite, plan, store)
             queued = {c.run_id for c in todo}
-            todo += [c for c in store.pending(finals, retry_failed=retry_failed, force=force) if c.run_id not in queued]
+            later = store.pending([*sweeps.sweeping, *sweeps.finals], retry_failed=retry_failed, force=force)
+            todo += [c for c in later if c.run_id not in queued]
+            finals, waiting = sweeps.finals, sweeps.waiting
             planned = plan.final_count()
-            summary = RunSummary(store_path=path, planned=planned, already_done=planned - len(todo) - waiting)
+            summary = RunSummary(store_path=path, planned=planned, already_done=max(0, planned - len(todo) - waiting))
             statuses = store.statuses()
             queued = {c.run_id for c in todo}
             summary.already_failed = sum(
@@ -156,11 +158,7 @@ def run_suite(
                 with _Interrupts() as interrupts:
                     driver.interrupts = interrupts
                     driver.run(todo)
-                    if not driver.stopping and waiting:
-                        # The sweeps are in: each tuned arm now runs its chosen point on every seed.
-                        ran = {c.run_id for c in todo}
-                        finals = [c for c in _chosen_cells(plan, store, driver)[0] if c.run_id not in ran]
-                        driver.run(store.pending(finals, retry_failed=retry_failed, force=force))
+                    _finish_sweeps(suite, plan, store, driver, ran={c.run_id for c in todo})
             finally:
                 built.close()  # children are gone before claims are given back
                 driver.close()
@@ -171,37 +169,30 @@ def run_suite(
     return summary
 
 
-def _chosen_cells(plan: Any, store: ResultStore, driver: _Driver | None = None) -> tuple[list[RunSpec], int]:
-    """Each tuned arm's chosen point on every seed, for the arms whose sweep has finished,
-    and how many final cells still wait for a sweep.
-
-    The choice reads the validation accuracy of the sweep's runs and nothing else. An arm whose
-    every configuration failed gets its final cells recorded as failed (by ``driver``, when given)
-    with the reason, so the suite ends with an exit status that says so.
+def _finish_sweeps(suite: Suite, plan: Any, store: ResultStore, driver: _Driver, ran: set[str]) -> None:
+    """Run what the sweeps ask for next (steps past a grid's edge, then chosen points on every
+    seed) until no arm asks for more. An arm whose every configuration failed gets its final
+    cells recorded as failed with the reason, so the suite ends with an exit status that says so.
     """
-    cells: list[RunSpec] = []
-    waiting = 0
-    for arm in plan.arms:
-        val_accs: list[list[float | None]] = []
-        finished = True
-        for point in arm.cells:
-            per_seed: list[float | None] = []
-            for cell in point:
-                if cell.seed not in arm.tuning_seeds:
-                    continue
-                result = store.result(cell.run_id)
-                if result is None:
-                    finished = False
-                per_seed.append(result.val_acc if result is not None and result.status == STATUS_DONE else None)
-            val_accs.append(per_seed)
-        chosen = choose(val_accs)
-        if chosen is not None and finished:
-            cells.extend(arm.final_cells(chosen))
-        elif finished and driver is not None:
-            driver.fail_arm(arm, f"every configuration of the sweep failed ({len(arm.points)} tried)")
-        else:
-            waiting += sum(c.seed not in arm.tuning_seeds for c in arm.cells[0])
-    return cells, waiting
+    original = {c.run_id for arm in plan.arms for c in arm.sweep_cells()}
+    failed_arms: set[str] = set()
+    while not driver.stopping:
+        sweeps = sweep_state(suite, plan, store)
+        for arm, reason in sweeps.failed:
+            if arm.arm not in failed_arms:
+                failed_arms.add(arm.arm)
+                driver.fail_arm(arm, reason)
+        batch = [c for c in store.pending([*sweeps.sweeping, *sweeps.finals], retry_failed=driver.retry_failed,
+                                          force=driver.force) if c.run_id not in ran]
+        if not batch:
+            return
+        sweeping = {c.run_id for c in sweeps.sweeping}
+        beyond = [c for c in batch if c.run_id in sweeping and c.run_id not in original]
+        if beyond:
+            driver.observer.note(f"{len({c.arm for c in beyond})} arm(s) chose the edge of their grid: "
+                                 f"trying {len(beyond)} point(s) beyond it")
+        ran |= {c.run_id for c in batch}
+        driver.run(batch)
 
 
 class _Interrupts:
@@ -235,6 +226,7 @@ class _Driver:
         self.cache = cache
         self.features_dir: Path | None = None
         self.device = Suite.model_fields["device"].default
+        self.retry_failed, self.force = retry_failed, force
         self.allow = tuple(s for s, on in ((STATUS_FAILED, retry_failed or force), (STATUS_DONE, force)) if on)
         self.owner = owner_id()
         self.started = started if started is not None else time.time()

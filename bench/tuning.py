@@ -15,8 +15,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 # A grid key that is no training setting: it multiplies each strategy's own learning rate, so
@@ -25,6 +25,10 @@ LR_FACTOR = "lr_factor"
 # Three learning rates a half-decade apart around each default: the smallest grid that can tell
 # "too low" and "too high" from "about right", at three times the cost of one configuration.
 DEFAULT_GRID: dict[str, dict[str, list[Any]]] = {"all": {LR_FACTOR: [0.3, 1.0, 3.0]}}
+# A best point at the edge of its grid says the optimum may lie beyond it; the sweep steps past
+# that edge at most this many times. Two steps of a half-decade grid reach ten times past it,
+# and every arm gets the same allowance, so the tuning budget stays equal by rule.
+DEFAULT_EXTENSIONS = 2
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,8 @@ class TunedArm:
     points: list[dict[str, Any]]  # the tuned values of each point, in canonical order
     cells: list[list[Any]]  # cells[i]: point i on every seed of the suite (RunSpec)
     tuning_seeds: list[int]
+    grid: list[dict[str, Any]] = field(default_factory=list)  # point i as the suite's grid writes it (lr_factor)
+    base: tuple = ()  # what the plan needs to build the cells of a further point
 
     def sweep_cells(self) -> list[Any]:
         return [cell for point in self.cells for cell in point if cell.seed in self.tuning_seeds]
@@ -109,6 +115,76 @@ def grid_edge(chosen: Mapping[str, Any], tried: Sequence[Mapping[str, Any]]) -> 
         if value == values[0] or value == values[-1]:
             edges.append(f"{key}={_short(value)} ({'smallest' if value == values[0] else 'largest'})")
     return ", ".join(edges)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def step_beyond(values: Sequence[float], upward: bool) -> float | None:
+    """The next value past the largest (or smallest) of ``values``, at the grid's own spacing.
+
+    Evenly spaced values step by their difference; others (a log grid such as 0.3, 1, 3) by the
+    ratio of the edge to its neighbour. Integer axes stay integers. None when the step leaves
+    the numbers the axis can take (a ratio across zero, an integer step that rounds back).
+    """
+    ordered = sorted(set(values))
+    edge, neighbour = (ordered[-1], ordered[-2]) if upward else (ordered[0], ordered[1])
+    gaps = [b - a for a, b in zip(ordered, ordered[1:])]
+    if max(gaps) - min(gaps) <= 1e-9 * max(abs(edge), abs(neighbour)):
+        value = edge + (edge - neighbour)
+    elif edge > 0 and neighbour > 0:
+        value = edge * (edge / neighbour)
+    else:
+        return None
+    if all(isinstance(v, int) for v in values):
+        value = round(value)
+        return None if value == edge else value
+    return float(value)
+
+
+def extension_points(
+    chosen: int, tried: Sequence[Mapping[str, Any]], scores: Sequence[float | None],
+    allowed: Callable[[str, Any], bool] = lambda key, value: True,
+) -> list[dict[str, Any]]:
+    """The points one step past each edge the chosen point ``tried[chosen]`` sits on, not tried before.
+
+    Only numeric axes with at least three values tried have an inside and so an edge (as in
+    ``grid_edge``). The edge must also beat its inside neighbour on that axis (``scores``, the
+    mean validation accuracy of each point): a flat sweep, every point at chance, says nothing
+    about which way to go. Each new point is the chosen one with one axis moved past its edge,
+    so a grid of several axes grows by one point per edge rather than by a whole slice.
+    ``allowed`` says whether a setting can take a value: an edge at the end of its domain (no
+    weight decay below zero) is where the search ends.
+    """
+    point = tried[chosen]
+    new: list[dict[str, Any]] = []
+    for key, value in sorted(point.items()):
+        if not _is_number(value):
+            continue
+        values = sorted({p[key] for p in tried if _is_number(p.get(key))})
+        if len(values) < 3 or value not in (values[0], values[-1]):
+            continue
+        upward = value == values[-1]
+        if not _beats_its_neighbour(chosen, key, upward, tried, scores):
+            continue
+        beyond = step_beyond(values, upward)
+        candidate = {**point, key: beyond}
+        if beyond is not None and allowed(key, beyond) and candidate not in tried:
+            new.append(candidate)
+    return new
+
+
+def _beats_its_neighbour(chosen: int, key: str, upward: bool, tried: Sequence[Mapping[str, Any]],
+                         scores: Sequence[float | None]) -> bool:
+    point, score = tried[chosen], scores[chosen]
+    line = [i for i, p in enumerate(tried) if i != chosen and _is_number(p.get(key))
+            and {k: v for k, v in p.items() if k != key} == {k: v for k, v in point.items() if k != key}]
+    if not line:
+        return True
+    nearest = max(line, key=lambda i: tried[i][key]) if upward else min(line, key=lambda i: tried[i][key])
+    other = scores[nearest]
+    return score is not None and (other is None or score > other)
 
 
 # -- reading choices back from a results frame ---------------------------------------------

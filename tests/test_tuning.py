@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -179,3 +181,92 @@ def test_the_tuning_table_counts_what_extending_the_grid_cost():
     unknown = tuning_summary(frame, [0, 1, 2], [0, 1])
     assert unknown[["extended_points", "extension_runs", "extension_s"]].isna().all().all()
     assert list(unknown["grid_edge"]) == list(table["grid_edge"])
+
+
+def test_a_step_beyond_the_edge_keeps_the_grids_spacing():
+    from bench.tuning import step_beyond
+
+    assert step_beyond([0.3, 1.0, 3.0], upward=True) == pytest.approx(9.0)
+    assert step_beyond([0.3, 1.0, 3.0], upward=False) == pytest.approx(0.09)
+    assert step_beyond([0.0, 0.05, 0.1], upward=True) == pytest.approx(0.15)
+    assert step_beyond([0.0, 0.05, 0.1], upward=False) == pytest.approx(-0.05), "the caller bounds the domain"
+    assert step_beyond([5, 10, 20], upward=True) == 40 and isinstance(step_beyond([5, 10, 20], upward=True), int)
+    assert step_beyond([1, 2, 3], upward=False) == 0
+    assert step_beyond([-1.0, 1.0, 4.0], upward=False) is None, "no ratio across zero"
+
+
+def test_extension_points_step_past_an_edge_that_beats_its_neighbour():
+    from bench.tuning import extension_points
+
+    grid = [{"lr_factor": f} for f in (0.3, 1.0, 3.0)]
+    assert extension_points(2, grid, [0.5, 0.6, 0.7]) == [{"lr_factor": pytest.approx(9.0)}]
+    assert extension_points(0, grid, [0.7, 0.6, 0.5]) == [{"lr_factor": pytest.approx(0.09)}]
+    assert extension_points(1, grid, [0.5, 0.7, 0.6]) == [], "an interior optimum is found"
+    assert extension_points(0, grid, [0.1, 0.1, 0.1]) == [], "a flat sweep gives no direction"
+    assert extension_points(2, grid[:2] + [{"lr_factor": 3.0}], [0.5, 0.6, 0.7], lambda k, v: v < 5) == []
+    two = [{"lr_factor": 1.0}, {"lr_factor": 3.0}]
+    assert extension_points(1, two, [0.5, 0.7]) == [], "two values are a choice, not a search"
+    # Several axes: one new point per edge the chosen point sits on, along that axis only.
+    product = [{"lr_factor": f, "weight_decay": w} for f in (0.3, 1.0, 3.0) for w in (0.0, 0.05, 0.1)]
+    scores = [0.1 * i for i in range(len(product))]  # best: lr_factor=3, weight_decay=0.1
+    assert extension_points(len(product) - 1, product, scores) == [
+        {"lr_factor": pytest.approx(9.0), "weight_decay": 0.1},
+        {"lr_factor": 3.0, "weight_decay": pytest.approx(0.15)},
+    ]
+
+
+def _lr_sweep_suite(name: str, factors: list[float], extend: int):
+    # Adam at learning rates a hundred apart on 10 digits per class: below 1e-5 nothing moves in
+    # forty steps, 0.1 trains best, 10 diverges. The optimum is known, and it lies past the grid.
+    raw = tiny_suite_dict(name=name, strategies=["scratch"], datasets=[{"name": "digits", "sizes": [10]}],
+                          seeds=[0], tuning={"grid": {"all": {"lr_factor": factors}}, "extend": extend})
+    raw["training"] = {**raw["training"], "lr": {"scratch": 1.0}, "min_steps": 40}
+    return suite_from_dict(raw)
+
+
+def _tried(store_path):
+    with ResultStore(store_path) as store:
+        frame = store.frame()
+    return frame, sorted(json.loads(t)["lr"] for t in frame["tuned"])
+
+
+@pytest.mark.slow
+def test_a_sweep_at_its_edge_extends_until_its_optimum_is_inside(tmp_path):
+    summary = run_suite(_lr_sweep_suite("edge", [1e-7, 1e-5, 1e-3], extend=3), results_dir=tmp_path,
+                        executor="inprocess")
+    frame, tried = _tried(summary.store_path)
+    assert summary.failed == 0
+    # 1e-3 beat 1e-5, so the sweep tried 0.1, which beat it, then 10, which did not: it stops
+    # there with one extension to spare.
+    assert tried == pytest.approx([1e-7, 1e-5, 1e-3, 0.1, 10.0])
+    with ResultStore(summary.store_path) as store:
+        planned_ids = store.get_meta("planned_ids")
+    table = tuning_summary(frame, [0], [0], planned_ids)
+    assert table["chosen"].iloc[0] == "lr=0.1" and table["grid_edge"].iloc[0] == ""
+    assert table["extended_points"].iloc[0] == 2 and table["extension_runs"].iloc[0] == 2
+    assert run_suite(_lr_sweep_suite("edge", [1e-7, 1e-5, 1e-3], extend=3), results_dir=tmp_path,
+                     executor="inprocess").ran == 0, "a finished sweep is not extended again"
+
+
+@pytest.mark.slow
+def test_a_sweep_with_an_interior_optimum_does_not_extend(tmp_path):
+    summary = run_suite(_lr_sweep_suite("inside", [1e-3, 0.1, 10.0], extend=2), results_dir=tmp_path,
+                        executor="inprocess")
+    _, tried = _tried(summary.store_path)
+    assert tried == pytest.approx([1e-3, 0.1, 10.0])
+
+
+@pytest.mark.slow
+def test_the_extension_cap_holds_and_the_edge_stays_marked(tmp_path):
+    # More optimizer steps train better all the way, so every step past the edge improves.
+    raw = tiny_suite_dict(name="cap", strategies=["scratch"], datasets=[{"name": "digits", "sizes": [10]}],
+                          seeds=[0, 1], tuning={"grid": {"all": {"min_steps": [5, 10, 20]}}, "extend": 1})
+    raw["training"] = {**raw["training"], "lr": {"scratch": 1e-3}}
+    summary = run_suite(suite_from_dict(raw), results_dir=tmp_path, executor="inprocess")
+    with ResultStore(summary.store_path) as store:
+        frame = store.frame()
+    steps = sorted(json.loads(t)["min_steps"] for t in frame.loc[frame["seed"] == 0, "tuned"])
+    assert steps == [5, 10, 20, 40]
+    final, _ = split_final(frame, [0, 1], [0])
+    assert [json.loads(t) for t in final["tuned"]] == [{"min_steps": 40}] * 2, "the chosen point runs on every seed"
+    assert tuning_summary(frame, [0, 1], [0])["grid_edge"].iloc[0] == "min_steps=40 (largest)"
