@@ -11,7 +11,6 @@ import random
 import re
 import resource
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -28,9 +27,14 @@ from bench.subprocess_executor import SubprocessExecutor
 from bench.suite import suite_from_dict
 from bench.worker import FAULT_ENV
 from tests.faults_helpers import (
+    MOMENTS,
+    PATIENCE_S,
     REPO,
     assert_store_sound,
+    await_moment,
+    budget_suite,
     cell_ids,
+    claims_of,
     driver_env,
     finished,
     group_gone,
@@ -46,7 +50,9 @@ from tests.faults_helpers import (
     write_yaml,
 )
 
-KILLS = 6
+# Where the six kills come, in a drawn order. Four land mid-cell; the two that wait for a result
+# each cost a worker's start-up (Python, torch, the data), so there are only two of those.
+KILL_MOMENTS = ("start-up", "cell starting", "cell starting", "cell starting", "result landed", "warm cell")
 GRACE_S = 2.0
 HARD_LIMIT_S = 10.0  # room for a healthy cell: a child spends ~4 s importing torch
 
@@ -90,39 +96,48 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240,
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(tmp_path, tag):
-    suite = scratch_suite("killed", sizes=[3, 5], seeds=list(range(6)))
+    """SIGKILL the driver six times, four of them mid-cell, then let a last run finish the suite.
+
+    The kills land on any machine, fast, slow or busy, because each waits for a moment seen in
+    the store, never for a delay: before the driver's first claim, at a claim, just after a
+    result, at a claim made after a result (a warm worker's cell). Each cell trains for a time
+    budget it cannot finish in, so it lasts ``CELL_S`` seconds everywhere: a driver killed at
+    those moments has finished at most one cell per slot, so the suite always outlives its
+    kills, and a kill timed on a claim always comes while that cell runs.
+    """
+    # Two runs that reach a result finish at most two cells each: two cells or more are left for the last run.
+    suite = budget_suite("killed", sizes=[3], seeds=list(range(6)))
     path = write_yaml(tmp_path / "killed.yaml", suite)
     results, db = tmp_path / "results", tmp_path / "results" / "killed.db"
     ids = set(cell_ids(suite))
     rng = random.Random(1234)
+    moments = rng.sample(KILL_MOMENTS, len(KILL_MOMENTS))
+    log = tmp_path / "driver.log"
     kept: dict[str, dict[str, Any]] = {}
-    kills = checks = 0
-    for cycle in range(KILLS):
-        driver = start_driver(path, results, "-j", "2", tag=tag, log=tmp_path / "driver.log")
-        if cycle % 2 == 0:  # anywhere in the driver's life: start-up, store open, claims, training
-            delay = rng.uniform(0.5, 9.0)
-            wait_for(lambda: driver.poll() is not None, delay)
-        else:  # just after a result landed: the next write or claim is in flight
-            seen = len(kept)
-            wait_for(lambda: driver.poll() is not None or (db.exists() and _finished_count(db) > seen), 40.0, 0.05)
-            time.sleep(rng.uniform(0.0, 0.5))
-        if driver.poll() is None:
-            driver.send_signal(signal.SIGKILL)
-            kills += 1
+    mid_cell = 0
+    for moment in moments:
+        driver = start_driver(path, results, "-j", "2", tag=tag, log=log)
+        held = await_moment(moment, driver, db, rng)
+        assert driver.poll() is None, f"the driver ended ({driver.returncode}) before '{moment}': {log.read_text()}"
+        driver.send_signal(signal.SIGKILL)
         driver.wait()
-        assert wait_for(lambda: not tagged_processes(tag), 5.0), "children outlived the killed driver"
+        assert wait_for(lambda: not tagged_processes(tag), PATIENCE_S), "children outlived the killed driver"
         if not db.exists():
             continue
         rows = assert_store_sound(db)
-        checks += 1
         assert set(rows) <= ids
+        # Only the driver writes the store: after its death, its claims are the cells it was running.
+        in_flight = claims_of(db, driver.pid)
+        if MOMENTS[moment]:
+            assert held in in_flight, f"the kill at '{moment}' came after {held} ended"
+        mid_cell += bool(in_flight)
         now = finished(rows)
         for run_id, row in kept.items():
             assert run_id in now, f"{run_id} was finished before the kill and is gone"
             assert now[run_id]["written_at"] == row["written_at"], f"{run_id} was run again"
             assert now[run_id]["test_acc"] == row["test_acc"]
         kept = now
-    assert kills >= KILLS - 1, f"only {kills} kills landed: the suite finished too early"
+    assert mid_cell >= sum(MOMENTS[m] for m in KILL_MOMENTS), f"only {mid_cell} kills landed mid-cell"
 
     done = _cli("run", str(path), "--results-dir", str(results), "--no-report", "-j", "2", env=driver_env(tag))
     assert done.returncode == 0, done.stderr
@@ -132,14 +147,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(tmp_path
     for run_id, row in kept.items():
         assert rows[run_id]["written_at"] == row["written_at"]
     assert not tagged_processes(tag)
-    _report("kills", kills, "integrity checks", checks + 1, "finished before last run", len(kept))
-
-
-def _finished_count(db: Path) -> int:
-    try:
-        return len(finished(read_store(db)))
-    except sqlite3.Error:
-        return 0
+    _report("kills", len(moments), "mid-cell", mid_cell, "finished before last run", len(kept))
 
 
 def _report(*pairs: Any) -> None:
