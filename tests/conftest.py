@@ -17,6 +17,17 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("TRANSFER_BENCH_CACHE", tempfile.mkdtemp(prefix="transfer-bench-cache-"))
 
 
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # the test tools are a separate install; tests that need Hypothesis import it themselves
+    pass
+else:
+    # Property tests take as long as the machine makes them: no deadline per example, and slow
+    # generation of examples on a busy machine is no failure.
+    settings.register_profile("any-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile("any-machine")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # Declared here rather than in pyproject.toml, whose checksum decides when the venv is rebuilt.
     config.addinivalue_line("markers", "fuzz: property tests of hundreds to thousands of examples, a minute or so each")

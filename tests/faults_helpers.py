@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -25,6 +26,17 @@ TAG_ENV = "TRANSFER_BENCH_TEST_TAG"
 METRICS = ("test_acc", "test_balanced_acc", "test_macro_f1", "val_acc", "train_s", "eval_s", "wall_s",
            "trainable_params", "total_params", "epochs_run")
 REPO = Path(__file__).resolve().parents[1]
+# How long a test waits for something that must happen (a child starting, a group dying, a result
+# landing) before calling it missing. A wait ends as soon as its event comes, so this costs nothing
+# when all is well; it is long because on a loaded machine starting Python and importing torch can
+# take many times as long as at rest.
+PATIENCE_S = 120.0
+# How long each cell of ``budget_suite`` trains, on any machine.
+CELL_S = 1.0
+# How late a timed kill may land on a loaded machine, where the watchdog, the slot thread and the
+# driver each wait their turn for a core. Tests pass a short grace, and this stays below the
+# default one (KILL_GRACE_S), so a kill that waited the default grace instead still fails them.
+KILL_LATENESS_S = 5.0
 
 
 def scratch_suite(name: str = "faults", *, sizes: list[Any] | None = None, seeds: list[int] | None = None,
@@ -41,6 +53,16 @@ def scratch_suite(name: str = "faults", *, sizes: list[Any] | None = None, seeds
         "tuning": False,
         "device": "cpu",
     }
+
+
+def budget_suite(name: str, *, cell_s: float = CELL_S, **kwargs: Any) -> dict[str, Any]:
+    """A ``scratch_suite`` whose cells each train for ``cell_s`` seconds, on a fast machine as on a slow one.
+
+    Each cell asks for more epochs than any machine gets through in ``cell_s`` and stops at its time
+    budget, so a cell lasts at least that long after its driver claimed it, and a driver killed a
+    moment after it was seen claiming a cell always dies while that cell runs.
+    """
+    return scratch_suite(name, epochs=100_000, time_budget=cell_s, **kwargs)
 
 
 def write_yaml(path: Path, suite: dict[str, Any]) -> Path:
@@ -153,6 +175,75 @@ def assert_store_sound(db: Path) -> dict[str, dict[str, Any]]:
         elif row["status"] == "failed":
             assert row["error"], f"{run_id}: failed without an error"
     return rows
+
+
+def claims_of(db: Path, pid: int) -> dict[str, float]:
+    """The cells the driver with ``pid`` holds as running in the store, with when it claimed each."""
+    return {run_id: row["claimed_at"] for run_id, row in _rows_now(db).items()
+            if row["status"] == "running" and _claimant(row) == pid}
+
+
+def landed(db: Path) -> dict[str, float]:
+    """The finished cells in the store, with when each result was written."""
+    return {run_id: row["written_at"] for run_id, row in finished(_rows_now(db)).items()}
+
+
+def _rows_now(db: Path) -> dict[str, dict[str, Any]]:
+    """``read_store``, or nothing while the store does not exist yet or is being created."""
+    try:
+        return read_store(db) if db.exists() else {}
+    except sqlite3.Error:
+        return {}
+
+
+def _claimant(row: dict[str, Any]) -> int | None:
+    """The pid in a claim's owner id (host:pid:start:token)."""
+    parts = (row.get("claimed_by") or "").split(":")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else None
+
+
+# Moments in a driver's life to kill it at, each recognised in the store, and whether a cell of
+# its own is then certain to be running: the kill lands mid-cell.
+MOMENTS = {
+    "start-up": False,  # a drawn moment before its first claim: imports, store open, migrations, planning
+    "cell starting": True,  # its first claim: the cell's worker is still starting (Python, torch, data)
+    "result landed": False,  # just after its first result: the next claim or write may be in flight
+    "warm cell": True,  # a claim made after its first result: that cell trains on a warm worker
+}
+
+
+def await_moment(moment: str, driver: subprocess.Popen[bytes], db: Path, rng: random.Random,
+                 cell_s: float = CELL_S) -> str | None:
+    """Wait for ``moment`` (one of ``MOMENTS``) in the life of ``driver``, a run of a ``budget_suite``.
+
+    Returns the cell the driver is then certain to be running, for a moment that has one, or None;
+    returns at once if the driver ends. Every moment comes before the driver's second result: a
+    driver killed at one has finished at most one cell per slot, however fast the machine.
+    """
+    pid = driver.pid
+
+    def until(predicate: Callable[[], dict[str, float]], timeout_s: float = PATIENCE_S) -> dict[str, float]:
+        """``predicate``'s first non-empty value, or an empty one once the driver ended or time ran out."""
+        value = wait_for(lambda: driver.poll() is not None or predicate(), timeout_s, 0.02)
+        return value if isinstance(value, dict) else {}
+
+    if moment == "start-up":
+        until(lambda: claims_of(db, pid), rng.uniform(0.0, 1.5))
+        return None
+    if moment == "cell starting":
+        held = until(lambda: claims_of(db, pid))
+    else:
+        before = set(landed(db))
+        new = until(lambda: {k: t for k, t in landed(db).items() if k not in before})
+        if moment == "result landed" or not new:
+            return None
+        first = min(new.values())
+        held = until(lambda: {k: t for k, t in claims_of(db, pid).items() if t > first})
+    if not held:
+        return None
+    # Into the cell, but well inside its budget: it cannot end before ``cell_s`` after its claim.
+    time.sleep(rng.uniform(0.0, cell_s / 4))
+    return max(held, key=held.__getitem__)
 
 
 def finished(rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -3,13 +3,15 @@
     python -m tests.kill_driver --kills 60      (or: make faults)
 
 Each cycle starts ``transfer-bench run`` on a suite too long to finish, kills the driver with
-SIGKILL at a drawn moment (while cells run, just after a result landed, or anywhere in its
-life), then checks the store and the process table. It prints, over all kills:
+SIGKILL at a drawn moment seen in the store (before its first claim, as a cell starts, just
+after a result landed, mid-cell on a warm worker), then checks the store and the process
+table. Cells train for a time budget, and every moment comes before a driver's second result,
+so the suite outlives its kills on a fast machine as on a slow one. It prints, over all kills:
 
 - lost: a result finished before a kill that is gone or no longer finished after it;
 - duplicated: a finished result written again (its write time changed), i.e. a cell run twice;
 - half-written: a done row without every metric or with epoch rows that do not match;
-- orphans: processes of the killed driver still alive five seconds after it died;
+- orphans: processes of the killed driver still alive ``PATIENCE_S`` after it died;
 - integrity: stores failing SQLite's integrity check; stray: temporaries left beside the store.
 
 A last run without kills must then finish every cell, keep every earlier result, and exit 0.
@@ -22,7 +24,6 @@ import argparse
 import random
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,15 +34,19 @@ from typing import Any
 
 from tests.faults_helpers import (
     METRICS,
+    MOMENTS,
+    PATIENCE_S,
     REPO,
+    await_moment,
+    budget_suite,
     cell_ids,
+    claims_of,
     driver_env,
     finished,
     integrity_ok,
     kill_tagged,
     new_tag,
     read_store,
-    scratch_suite,
     start_driver,
     tagged_processes,
     wait_for,
@@ -49,12 +54,15 @@ from tests.faults_helpers import (
 )
 
 NAME = "killed"
+# How often each moment is drawn: mostly mid-cell, the case that matters most.
+WEIGHTS = {"start-up": 2, "cell starting": 3, "result landed": 2, "warm cell": 3}
 
 
 @dataclass
 class Counts:
     kills: int = 0
     kills_with_children: int = 0
+    kills_mid_cell: int = 0
     lost: int = 0
     duplicated: int = 0
     half_written: int = 0
@@ -68,7 +76,8 @@ class Counts:
         return self.lost + self.duplicated + self.half_written + self.orphans + self.integrity + self.stray
 
     def line(self) -> str:
-        return (f"kills={self.kills} (with children running: {self.kills_with_children}) lost={self.lost} "
+        return (f"kills={self.kills} (with children running: {self.kills_with_children}, "
+                f"mid-cell: {self.kills_mid_cell}) lost={self.lost} "
                 f"duplicated={self.duplicated} half-written={self.half_written} orphans={self.orphans} "
                 f"integrity-failures={self.integrity} stray-files={self.stray} "
                 f"results-kept-across-kills={self.finished_before_last_run}")
@@ -96,8 +105,8 @@ def _stray(results: Path) -> list[str]:
 def run(kills: int, seed: int, jobs: int, workdir: Path) -> Counts:
     counts = Counts()
     rng = random.Random(seed)
-    # Long enough that 60 kills rarely see it finish: each cell takes a few seconds.
-    suite = {**scratch_suite(NAME, sizes=[3, 5], seeds=list(range(30)), epochs=2), "tuning": False}
+    # A driver killed at any of the moments has finished at most one cell per slot: every kill lands.
+    suite = budget_suite(NAME, sizes=[3, 5], seeds=list(range(max(1, kills * jobs // 2))))
     path = write_yaml(workdir / f"{NAME}.yaml", suite)
     results, db = workdir / "results", workdir / "results" / f"{NAME}.db"
     ids = set(cell_ids(suite))
@@ -108,16 +117,8 @@ def run(kills: int, seed: int, jobs: int, workdir: Path) -> Counts:
     try:
         while counts.kills < kills:
             driver = start_driver(path, results, "-j", str(jobs), tag=tag, log=log)
-            moment = rng.random()
-            if moment < 0.6:  # while children train: the case that matters most
-                wait_for(lambda: driver.poll() is not None or _children(tag, driver.pid), 90.0, 0.05)
-                time.sleep(rng.uniform(0.0, 4.0))
-            elif moment < 0.8:  # just after a result landed: the next claim or write is in flight
-                seen = len(kept)
-                wait_for(lambda: driver.poll() is not None or (db.exists() and _finished(db) > seen), 90.0, 0.02)
-                time.sleep(rng.uniform(0.0, 0.3))
-            else:  # anywhere: start-up, store creation, migration, claims
-                time.sleep(rng.uniform(0.0, 8.0))
+            moment = rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
+            held = await_moment(moment, driver, db, rng)
             if driver.poll() is not None:
                 counts.notes.append(f"driver ended by itself with {driver.returncode}")
                 if db.exists() and set(finished(read_store(db))) >= ids:
@@ -133,7 +134,7 @@ def run(kills: int, seed: int, jobs: int, workdir: Path) -> Counts:
             counts.kills += 1
             counts.kills_with_children += with_children
             # The children notice their parent is gone and end their whole process group.
-            if not wait_for(lambda: not tagged_processes(tag), 5.0):
+            if not wait_for(lambda: not tagged_processes(tag), PATIENCE_S):
                 counts.orphans += len(tagged_processes(tag))
                 kill_tagged(tag)
             if not db.exists():
@@ -144,6 +145,10 @@ def run(kills: int, seed: int, jobs: int, workdir: Path) -> Counts:
                 continue
             rows = read_store(db)
             counts.half_written += len(_half_written(rows))
+            in_flight = claims_of(db, driver.pid)
+            counts.kills_mid_cell += bool(in_flight)
+            if MOMENTS[moment] and held not in in_flight:
+                counts.notes.append(f"the kill at '{moment}' came after {held} ended")
             now = finished(rows)
             for run_id, row in kept.items():
                 if run_id not in now:
@@ -152,7 +157,7 @@ def run(kills: int, seed: int, jobs: int, workdir: Path) -> Counts:
                     counts.duplicated += 1
             kept = now
             counts.finished_before_last_run = len(kept)
-            print(f"kill {counts.kills:3d}: {'children running' if with_children else 'no child yet':16} "
+            print(f"kill {counts.kills:3d}: {moment:13} {'children running' if with_children else 'no child yet':16} "
                   f"{len(now):3d} finished  {counts.line()}", flush=True)
         counts.finished_before_last_run = len(kept)
         last = subprocess.run(
@@ -175,18 +180,11 @@ def run(kills: int, seed: int, jobs: int, workdir: Path) -> Counts:
                 counts.duplicated += 1
         counts.integrity += not integrity_ok(db)
         counts.stray += len(_stray(results))
-        if wait_for(lambda: tagged_processes(tag), 2.0):
+        if not wait_for(lambda: not tagged_processes(tag), PATIENCE_S):
             counts.orphans += len(tagged_processes(tag))
     finally:
         kill_tagged(tag)
     return counts
-
-
-def _finished(db: Path) -> int:
-    try:
-        return len(finished(read_store(db)))
-    except sqlite3.Error:
-        return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,14 +18,16 @@ from bench.runner import normalise_error
 from bench.subprocess_executor import SubprocessExecutor
 from bench.worker import FAULT_ENV
 from bench.worker_pool import cpu_share_env, describe_exit
-from tests.faults_helpers import REPO, TAG_ENV, group_gone, kill_tagged, new_tag, tagged_processes, wait_for
+from tests.faults_helpers import (
+    KILL_LATENESS_S, PATIENCE_S, REPO, TAG_ENV, group_gone, kill_tagged, new_tag, tagged_processes, wait_for,
+)
 
 
 def _job(key: str = "cafe0001", timeout_s: float | None = None) -> Job:
     return Job("run", key, f"cell {key}", {"spec": "{}", "cache_dir": "."}, timeout_s)
 
 
-def _outcome(executor, timeout_s: float = 60.0):
+def _outcome(executor, timeout_s: float = PATIENCE_S):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         message = executor.messages.get(timeout=timeout_s)
@@ -65,7 +67,8 @@ def test_a_hard_timeout_kills_the_whole_group_after_the_grace(monkeypatch, tagge
     outcome = _outcome(executor)
     took = time.monotonic() - started
     assert outcome.error.startswith("timed out"), outcome.error
-    assert 1.0 <= took <= 1.0 + 0.5 + 1.5, took
+    # Deaf to SIGTERM, the group can only end by the SIGKILL that comes a grace after the limit.
+    assert 1.0 + 0.5 <= took <= 1.0 + 0.5 + KILL_LATENESS_S, took
     assert not tagged_processes(tagged)
 
 
@@ -74,7 +77,7 @@ def test_abandon_kills_running_children_and_reports_them_abandoned(monkeypatch, 
     executor = SubprocessExecutor(slots=2, kill_grace_s=0.5)
     executor.submit(_job("aa"))
     executor.submit(_job("bb"))
-    assert wait_for(lambda: len(tagged_processes(tagged)) >= 4, 20.0), "two children and their helpers"
+    assert wait_for(lambda: len(tagged_processes(tagged)) >= 4, PATIENCE_S), "two children and their helpers"
     groups = {os.getpgid(pid) for pid in tagged_processes(tagged)}
     executor.abandon()
     outcomes = [_outcome(executor), _outcome(executor)]
@@ -97,14 +100,13 @@ def test_children_die_with_a_driver_killed_by_sigkill(tagged):
     env = {**os.environ, FAULT_ENV: "hang", TAG_ENV: tagged}
     driver = subprocess.Popen([sys.executable, "-c", _DRIVER], env=env, cwd=REPO, start_new_session=True)
     try:
-        assert wait_for(lambda: len(tagged_processes(tagged)) >= 3, 20.0), "driver, child and helper"
+        assert wait_for(lambda: len(tagged_processes(tagged)) >= 3, PATIENCE_S), "driver, child and helper"
         groups = {os.getpgid(pid) for pid in tagged_processes(tagged) if pid != driver.pid}
         assert len(groups) == 1 and driver.pid not in groups, "the child leads its own group"
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-        started = time.monotonic()
-        assert wait_for(lambda: not tagged_processes(tagged), 5.0), "orphans outlived their driver"
-        assert time.monotonic() - started < 2.0
+        # The child hangs for ever: only the lifeline can end it, however long this takes.
+        assert wait_for(lambda: not tagged_processes(tagged), PATIENCE_S), "orphans outlived their driver"
         assert all(group_gone(pgid) for pgid in groups)
     finally:
         if driver.poll() is None:

@@ -11,7 +11,6 @@ import random
 import re
 import resource
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,15 +21,22 @@ from typing import Any
 import pytest
 
 from bench.errors import StoreError
+from bench.executors import Job
 from bench.runner import SilentObserver, run_suite
 from bench.store import ResultStore
 from bench.subprocess_executor import SubprocessExecutor
 from bench.suite import suite_from_dict
 from bench.worker import FAULT_ENV
 from tests.faults_helpers import (
+    KILL_LATENESS_S,
+    MOMENTS,
+    PATIENCE_S,
     REPO,
     assert_store_sound,
+    await_moment,
+    budget_suite,
     cell_ids,
+    claims_of,
     driver_env,
     finished,
     group_gone,
@@ -46,9 +52,11 @@ from tests.faults_helpers import (
     write_yaml,
 )
 
-KILLS = 6
+# Where the six kills come, in a drawn order. Four land mid-cell; the two that wait for a result
+# each cost a worker's start-up (Python, torch, the data), so there are only two of those.
+KILL_MOMENTS = ("start-up", "cell starting", "cell starting", "cell starting", "result landed", "warm cell")
 GRACE_S = 2.0
-HARD_LIMIT_S = 10.0  # room for a healthy cell: a child spends ~4 s importing torch
+HARD_LIMIT_S = 3.0  # the least hard limit: a cell on a warm worker takes a fraction of a second
 
 
 class Timings(SilentObserver):
@@ -90,39 +98,48 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240,
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(tmp_path, tag):
-    suite = scratch_suite("killed", sizes=[3, 5], seeds=list(range(6)))
+    """SIGKILL the driver six times, four of them mid-cell, then let a last run finish the suite.
+
+    The kills land on any machine, fast, slow or busy, because each waits for a moment seen in
+    the store, never for a delay: before the driver's first claim, at a claim, just after a
+    result, at a claim made after a result (a warm worker's cell). Each cell trains for a time
+    budget it cannot finish in, so it lasts ``CELL_S`` seconds everywhere: a driver killed at
+    those moments has finished at most one cell per slot, so the suite always outlives its
+    kills, and a kill timed on a claim always comes while that cell runs.
+    """
+    # Two runs that reach a result finish at most two cells each: two cells or more are left for the last run.
+    suite = budget_suite("killed", sizes=[3], seeds=list(range(6)))
     path = write_yaml(tmp_path / "killed.yaml", suite)
     results, db = tmp_path / "results", tmp_path / "results" / "killed.db"
     ids = set(cell_ids(suite))
     rng = random.Random(1234)
+    moments = rng.sample(KILL_MOMENTS, len(KILL_MOMENTS))
+    log = tmp_path / "driver.log"
     kept: dict[str, dict[str, Any]] = {}
-    kills = checks = 0
-    for cycle in range(KILLS):
-        driver = start_driver(path, results, "-j", "2", tag=tag, log=tmp_path / "driver.log")
-        if cycle % 2 == 0:  # anywhere in the driver's life: start-up, store open, claims, training
-            delay = rng.uniform(0.5, 9.0)
-            wait_for(lambda: driver.poll() is not None, delay)
-        else:  # just after a result landed: the next write or claim is in flight
-            seen = len(kept)
-            wait_for(lambda: driver.poll() is not None or (db.exists() and _finished_count(db) > seen), 40.0, 0.05)
-            time.sleep(rng.uniform(0.0, 0.5))
-        if driver.poll() is None:
-            driver.send_signal(signal.SIGKILL)
-            kills += 1
+    mid_cell = 0
+    for moment in moments:
+        driver = start_driver(path, results, "-j", "2", tag=tag, log=log)
+        held = await_moment(moment, driver, db, rng)
+        assert driver.poll() is None, f"the driver ended ({driver.returncode}) before '{moment}': {log.read_text()}"
+        driver.send_signal(signal.SIGKILL)
         driver.wait()
-        assert wait_for(lambda: not tagged_processes(tag), 5.0), "children outlived the killed driver"
+        assert wait_for(lambda: not tagged_processes(tag), PATIENCE_S), "children outlived the killed driver"
         if not db.exists():
             continue
         rows = assert_store_sound(db)
-        checks += 1
         assert set(rows) <= ids
+        # Only the driver writes the store: after its death, its claims are the cells it was running.
+        in_flight = claims_of(db, driver.pid)
+        if MOMENTS[moment]:
+            assert held in in_flight, f"the kill at '{moment}' came after {held} ended"
+        mid_cell += bool(in_flight)
         now = finished(rows)
         for run_id, row in kept.items():
             assert run_id in now, f"{run_id} was finished before the kill and is gone"
             assert now[run_id]["written_at"] == row["written_at"], f"{run_id} was run again"
             assert now[run_id]["test_acc"] == row["test_acc"]
         kept = now
-    assert kills >= KILLS - 1, f"only {kills} kills landed: the suite finished too early"
+    assert mid_cell >= sum(MOMENTS[m] for m in KILL_MOMENTS), f"only {mid_cell} kills landed mid-cell"
 
     done = _cli("run", str(path), "--results-dir", str(results), "--no-report", "-j", "2", env=driver_env(tag))
     assert done.returncode == 0, done.stderr
@@ -132,14 +149,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(tmp_path
     for run_id, row in kept.items():
         assert rows[run_id]["written_at"] == row["written_at"]
     assert not tagged_processes(tag)
-    _report("kills", kills, "integrity checks", checks + 1, "finished before last run", len(kept))
-
-
-def _finished_count(db: Path) -> int:
-    try:
-        return len(finished(read_store(db)))
-    except sqlite3.Error:
-        return 0
+    _report("kills", len(moments), "mid-cell", mid_cell, "finished before last run", len(kept))
 
 
 def _report(*pairs: Any) -> None:
@@ -153,20 +163,43 @@ def _report(*pairs: Any) -> None:
 
 @pytest.mark.slow
 def test_a_hung_run_is_killed_with_its_group_within_timeout_plus_grace(tmp_path, monkeypatch, tag):
-    suite = scratch_suite("hung", sizes=[3], seeds=[0, 1], timeout=HARD_LIMIT_S)
-    hung, healthy = cell_ids(suite)
+    """The healthy cell shares the hung cell's hard limit, so the limit must leave it room on any
+    machine: both workers are warmed first (torch imported, the data loaded), and the limit is
+    set well above what a cell on a warm worker took here, now."""
+    # The limit is not part of a cell's id: the workers can learn which cell hangs before it is set.
+    hung, healthy = cell_ids(scratch_suite("hung", sizes=[3], seeds=[0, 1]))
     monkeypatch.setenv(FAULT_ENV, f"hang:{hung}")
     monkeypatch.setenv("TRANSFER_BENCH_TEST_TAG", tag)
+    executor = SubprocessExecutor(slots=2, kill_grace_s=GRACE_S)
+    warm_up = suite_from_dict(scratch_suite("warm-up", sizes=[3], seeds=[2, 3])).expand()
+    _warm_up(executor, warm_up, tmp_path)
+    limit = max(HARD_LIMIT_S, 10 * _warm_up(executor, warm_up, tmp_path))
+    suite = scratch_suite("hung", sizes=[3], seeds=[0, 1], timeout=limit)
+    assert cell_ids(suite) == [hung, healthy]
     timings = Timings()
-    summary = run_suite(suite_from_dict(suite), results_dir=tmp_path, observer=timings,
-                        executor=SubprocessExecutor(slots=2, kill_grace_s=GRACE_S))
+    summary = run_suite(suite_from_dict(suite), results_dir=tmp_path, observer=timings, executor=executor)
     took = timings.ended[hung][0] - timings.started[hung]
-    assert HARD_LIMIT_S <= took <= HARD_LIMIT_S + GRACE_S + 1.5, took
+    # Deaf to SIGTERM, the hung group can only end by the SIGKILL that comes a grace after the limit.
+    assert limit <= took <= limit + GRACE_S + KILL_LATENESS_S, took
     assert not tagged_processes(tag), "the hung run or its forked helper survived"
     rows = assert_store_sound(summary.store_path)
     assert rows[hung]["status"] == "failed" and rows[hung]["error"].startswith("timed out")
     assert rows[healthy]["status"] == "done", "the suite went on past the hung cell"
-    _report("hung run killed after s", round(took, 2), "timeout+grace", HARD_LIMIT_S + GRACE_S)
+    _report("hung run killed after s", round(took, 2), "timeout+grace", limit + GRACE_S)
+
+
+def _warm_up(executor: SubprocessExecutor, specs: list[Any], cache: Path) -> float:
+    """Run a cell on each of the executor's workers, which stay warm; the slowest cell's wall time."""
+    for spec in specs:
+        executor.submit(Job("run", spec.run_id, "warm-up", {"spec": spec.to_json(), "cache_dir": str(cache)}))
+    walls = []
+    while len(walls) < len(specs):
+        message = executor.messages.get(timeout=PATIENCE_S)
+        if message.kind == "done":
+            value = message.outcome.value
+            assert value is not None and value["status"] == "done", message.outcome.error
+            walls.append(value["wall_s"])
+    return max(walls)
 
 
 @pytest.mark.slow
@@ -206,19 +239,21 @@ def test_out_of_memory_is_recorded_as_such_and_retried_at_half_batch(tmp_path, m
 
 @pytest.mark.slow
 def test_ctrl_c_twice_abandons_running_cells_and_leaves_no_process(tmp_path, tag):
-    suite = scratch_suite("interrupted", sizes=[3, 5], seeds=[0, 1], epochs=3)
+    # Cells that would train for ten minutes: whatever the machine, they are still running at each Ctrl-C.
+    suite = budget_suite("interrupted", cell_s=600, sizes=[3, 5], seeds=[0, 1])
     path = write_yaml(tmp_path / "interrupted.yaml", suite)
-    results = tmp_path / "results"
-    driver = start_driver(path, results, "-j", "2", tag=tag, log=tmp_path / "driver.log")
-    assert wait_for(lambda: len(tagged_processes(tag)) >= 3, 60.0), "two children never started"
+    results, log = tmp_path / "results", tmp_path / "driver.log"
+    driver = start_driver(path, results, "-j", "2", tag=tag, log=log)
+    assert wait_for(lambda: len(tagged_processes(tag)) >= 3, PATIENCE_S), "two children never started"
     children = [pid for pid in tagged_processes(tag) if pid != driver.pid]
     os.killpg(driver.pid, signal.SIGINT)  # the terminal sends Ctrl-C to the foreground group
-    time.sleep(0.5)
+    assert wait_for(lambda: "stopping: running cells will finish" in log.read_text(), PATIENCE_S), log.read_text()
     assert driver.poll() is None, "one Ctrl-C must let running cells finish"
+    assert set(children) <= set(tagged_processes(tag)), "one Ctrl-C must leave running cells alone"
     os.killpg(driver.pid, signal.SIGINT)
-    code = driver.wait(timeout=30)
-    assert code == 130, (tmp_path / "driver.log").read_text()
-    assert wait_for(lambda: not tagged_processes(tag), 5.0), "processes left after Ctrl-C"
+    code = driver.wait(timeout=PATIENCE_S)
+    assert code == 130, log.read_text()
+    assert wait_for(lambda: not tagged_processes(tag), PATIENCE_S), "processes left after Ctrl-C"
     assert all(group_gone(pid) for pid in children)
     rows = assert_store_sound(results / "interrupted.db")
     assert not any(row["status"] == "running" for row in rows.values()), "abandoned cells must go back to pending"
@@ -231,9 +266,10 @@ def test_one_ctrl_c_stops_scheduling_and_lets_running_cells_finish(tmp_path, tag
     path = write_yaml(tmp_path / "stopped.yaml", suite)
     results = tmp_path / "results"
     driver = start_driver(path, results, "-j", "1", tag=tag, log=tmp_path / "driver.log")
-    assert wait_for(lambda: len(tagged_processes(tag)) >= 2, 60.0), "no child started"
+    # A worker starts only for a job handed to it: one cell is running, and must finish.
+    assert wait_for(lambda: len(tagged_processes(tag)) >= 2, PATIENCE_S), "no child started"
     os.killpg(driver.pid, signal.SIGINT)
-    assert driver.wait(timeout=60) == 130, "a stopped suite is not a finished one"
+    assert driver.wait(timeout=PATIENCE_S) == 130, "a stopped suite is not a finished one"
     log = (tmp_path / "driver.log").read_text()
     assert "interrupted" in log and "1 done, 0 failed this time" in log, log
     rows = assert_store_sound(results / "stopped.db")
@@ -294,7 +330,7 @@ def test_a_full_disk_stops_the_suite_with_one_line_and_keeps_the_store_whole(tmp
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "full.db" in lines[0] or str(results) in lines[0]
-    assert wait_for(lambda: not tagged_processes(tag), 5.0)
+    assert wait_for(lambda: not tagged_processes(tag), PATIENCE_S)
     assert integrity_ok(db)
     after = read_store(db)
     for run_id, row in before.items():
@@ -325,24 +361,30 @@ def test_two_drivers_on_one_suite_never_run_a_cell_twice(tmp_path, tag):
 
 @pytest.mark.slow
 def test_report_and_export_read_the_store_while_a_suite_writes_it(tmp_path, tag):
-    suite = scratch_suite("busy", sizes=[3, 5], seeds=[0, 1])
+    # Each cell trains for its budget on any machine, so results land one round of cells apart and
+    # the readers below see the store part-written however fast the machine is.
+    suite = budget_suite("busy", sizes=[3, 5], seeds=[0, 1])
     path = write_yaml(tmp_path / "busy.yaml", suite)
     results, db = tmp_path / "results", tmp_path / "results" / "busy.db"
     driver = start_driver(path, results, "-j", "2", tag=tag, log=tmp_path / "driver.log")
-    assert wait_for(db.exists, 60.0)
-    reads, sizes = 0, set()
+    assert wait_for(lambda: driver.poll() is not None or db.exists(), PATIENCE_S)
+    seen: list[int] = []  # finished cells at each read the driver outlived
+    exported: set[int] = set()
     while driver.poll() is None:
         with ResultStore(db, readonly=True) as store:
-            frame = store.frame(include_running=True)
+            store.frame(include_running=True)
             store.epochs_frame()
-            sizes.add(len(frame))
-        reads += 1
-        if reads % 10 == 1:
+            count = len(store.frame())
+        if driver.poll() is None:
+            seen.append(count)
+        if count not in exported:  # export once at each state: the driver writes on meanwhile
+            exported.add(count)
             export = _cli("export", str(db), "--out", str(tmp_path / "busy.csv"), env=driver_env(tag))
             assert export.returncode == 0, export.stderr
         time.sleep(0.05)
     assert driver.returncode == 0
-    assert reads > 5 and max(sizes) <= 4
+    assert seen and max(seen) <= 4
+    assert any(0 < count < 4 for count in seen), f"no read while the suite was part-written: {seen}"
     report = _cli("report", str(db), "--out", str(tmp_path / "report"), env=driver_env(tag))
     assert report.returncode == 0, report.stderr
 

@@ -14,7 +14,9 @@ import pytest
 
 from bench.executors import Job
 from bench.worker import FAULT_ENV
-from tests.faults_helpers import REPO, assert_store_sound, cell_ids, group_gone, scratch_suite, wait_for, write_yaml
+from tests.faults_helpers import (
+    PATIENCE_S, REPO, assert_store_sound, cell_ids, group_gone, scratch_suite, wait_for, write_yaml,
+)
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'transfer-bench[ray]'")
 
@@ -47,7 +49,7 @@ def cluster(tmp_path_factory):
     head = subprocess.Popen(command, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         started = wait_for(lambda: head.poll() is not None or "Ray runtime started" in log.read_text(errors="replace"),
-                           90.0, 0.2)
+                           PATIENCE_S, 0.2)
         if head.poll() is not None or not started:
             pytest.skip(f"a local Ray cluster could not start here: {log.read_text(errors='replace')[-300:]}")
         yield f"127.0.0.1:{port}"

@@ -197,11 +197,12 @@ def test_pathological_files(tmp_path, text):
 def test_known_pathological_files_are_one_line_and_quick(tmp_path, text):
     import time
 
-    started = time.monotonic()
+    # CPU seconds, not wall-clock ones: a blow-up costs CPU, and a busy machine's other work does not count.
+    started = time.process_time()
     with pytest.raises(SuiteError) as caught:
         load_suite(_write(tmp_path, text))
     assert "\n" not in str(caught.value) and len(str(caught.value)) < 400, str(caught.value)[:500]
-    assert time.monotonic() - started < 20
+    assert time.process_time() - started < 20
 
 
 @pytest.mark.parametrize("content", ["", "- a list\n- of things\n", "name: [unclosed\n", "\x00\x01binary", "{{{{"])
