@@ -217,8 +217,8 @@ def await_moment(moment: str, driver: subprocess.Popen[bytes], db: Path, rng: ra
     """Wait for ``moment`` (one of ``MOMENTS``) in the life of ``driver``, a run of a ``budget_suite``.
 
     Returns the cell the driver is then certain to be running, for a moment that has one, or None;
-    returns at once if the driver ends. Every moment comes before the driver's second result: a
-    driver killed at one has finished at most one cell per slot, however fast the machine.
+    returns at once if the driver ends. Every moment comes before any slot finishes a second cell:
+    a driver killed at one has finished at most one cell per slot, however fast the machine.
     """
     pid = driver.pid
 

@@ -5,8 +5,8 @@
 Each cycle starts ``transfer-bench run`` on a suite too long to finish, kills the driver with
 SIGKILL at a drawn moment seen in the store (before its first claim, as a cell starts, just
 after a result landed, mid-cell on a warm worker), then checks the store and the process
-table. Cells train for a time budget, and every moment comes before a driver's second result,
-so the suite outlives its kills on a fast machine as on a slow one. It prints, over all kills:
+table. Cells train for a time budget, and every moment comes before any slot finishes a second
+cell, so the suite outlives its kills on a fast machine as on a slow one. It prints, over all kills:
 
 - lost: a result finished before a kill that is gone or no longer finished after it;
 - duplicated: a finished result written again (its write time changed), i.e. a cell run twice;

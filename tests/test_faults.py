@@ -131,6 +131,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_runs_nothing_twice(tmp_path
         # Only the driver writes the store: after its death, its claims are the cells it was running.
         in_flight = claims_of(db, driver.pid)
         if MOMENTS[moment]:
+            assert held is not None, f"'{moment}' never came: {log.read_text()}"
             assert held in in_flight, f"the kill at '{moment}' came after {held} ended"
         mid_cell += bool(in_flight)
         now = finished(rows)
