@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,19 @@ else:
 def pytest_configure(config: pytest.Config) -> None:
     # Declared here rather than in pyproject.toml, whose checksum decides when the venv is rebuilt.
     config.addinivalue_line("markers", "fuzz: property tests of hundreds to thousands of examples, a minute or so each")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread_in_process() -> None:
+    """Runs trained inside the test process use one thread, as each worker does on two cores.
+
+    torch's default of a thread per core spins against whatever else the cores are doing, and a
+    busy machine then made these tests several times slower. Worker processes keep their own
+    share of the cores; torch is not imported here for tests that never need it.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
 
 
 TINY_TRAINING: dict[str, Any] = {
