@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # Bump when a change to training, evaluation, data splitting or strategy wiring can change a
 # result. It is hashed into every cell id, so old numbers are never mixed with new ones.
-TRAINING_VERSION = "2"
+TRAINING_VERSION = "3"
 
 STATUS_DONE = "done"
 STATUS_FAILED = "failed"

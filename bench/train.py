@@ -180,7 +180,7 @@ def train_cell(
 
 def _probe_into(spec: RunSpec, result: RunResult, dataset: ImageDataset, subset, backbone: Backbone, image_size: int,
                 device: torch.device, features_dir, on_epoch: EpochCallback | None) -> None:
-    """The linear probe: cached features, an L2 sweep chosen on validation, test on the chosen fit."""
+    """The linear probe: cached features, scaling and L2 strength chosen on validation, test on the chosen fit."""
     from bench.features import pool_features
     from bench.logme import logme
     from bench.probe import sweep_probe
@@ -212,15 +212,15 @@ def _probe_into(spec: RunSpec, result: RunResult, dataset: ImageDataset, subset,
     if not probe.converged:
         result.flags.append(NOT_CONVERGED)
     result.details = {
-        "probe_l2": probe.l2, "probe_path": probe.path, "features": features.key,
+        "probe_l2": probe.l2, "probe_scaling": probe.scaling, "probe_path": probe.path, "features": features.key,
         "features_cached": features.cached, "extract_s": extract_s,
         "logme": logme(features.train[subset.train], dataset.train_labels[subset.train]),
     }
 
     eval_started = time.perf_counter()
-    # The classifier applied to its own input: the test features are exactly what it would see.
-    test_x = features.test_rows(device).to(probe.weight.dtype)
-    predicted = (test_x @ probe.weight.T + probe.bias).argmax(dim=1).cpu().numpy()
+    # The classifier applied to its own input: the test features are exactly what it would see, and
+    # the probe scales them as it scaled the training rows.
+    predicted = probe.logits(features.test_rows(device)).argmax(dim=1).cpu().numpy()
     result.eval_s = time.perf_counter() - eval_started
     result.test_acc, result.test_balanced_acc, result.test_macro_f1 = classification_metrics(predicted, dataset.test_labels)
     result.peak_mem_mb = peak_memory_mb(device)

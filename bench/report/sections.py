@@ -221,11 +221,13 @@ def _tuning_sections(tuning: pd.DataFrame, probe: pd.DataFrame, final: pd.DataFr
         ))
     if not probe.empty:
         sections.append(Section(
-            "Linear probe: L2 strength chosen on validation",
+            "Linear probe: L2 strength and feature scaling chosen on validation",
             intro=(
-                "The frozen arm is a multinomial logistic regression on standardised backbone features, fitted "
-                "to convergence with L-BFGS at each L2 strength of a log grid; the strength with the best "
-                "validation accuracy is kept (Kornblith et al. 2019)."
+                "The frozen arm is a multinomial logistic regression on the backbone's pooled features, fitted "
+                "to convergence with L-BFGS at each L2 strength of a log grid and each feature scaling (raw, "
+                "each row L2-normalised, each dimension standardised on the training rows); the pair with the "
+                "best validation accuracy is kept (Kornblith et al. 2019). Strengths are in units of features "
+                "brought to a mean row norm of one."
             ),
             table=probe.assign(val_acc_mean=probe["val_acc_mean"].map(lambda v: f"{v:.3f}")),
         ))

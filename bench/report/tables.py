@@ -114,11 +114,11 @@ def cost_table(frame: pd.DataFrame, results: pd.DataFrame | None = None) -> pd.D
     return _sort(table)[COST_COLUMNS]
 
 
-PROBE_COLUMNS = ["backbone", "weights", "dataset", "size", "runs", "l2_chosen", "val_acc_mean"]
+PROBE_COLUMNS = ["backbone", "weights", "dataset", "size", "runs", "l2_chosen", "scaling_chosen", "val_acc_mean"]
 
 
 def probe_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """The linear probe's L2 strength chosen on validation, per cell: the frozen arm's tuning."""
+    """The linear probe's L2 strength and feature scaling chosen on validation, per cell: the frozen arm's tuning."""
     if frame.empty or "probe_l2" not in frame or frame["probe_l2"].isna().all():
         return pd.DataFrame(columns=PROBE_COLUMNS)
     runs = done_runs(frame)
@@ -126,9 +126,14 @@ def probe_table(frame: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (backbone, weights, dataset, size), cell in runs.groupby(["backbone", "weights", "dataset", "size"], sort=False):
         chosen = sorted(cell["probe_l2"].unique())
+        # Runs stored before the scaling was chosen have none to show.
+        scalings = cell["probe_scaling"].dropna().value_counts() if "probe_scaling" in cell else pd.Series(dtype=int)
         rows.append({
             "backbone": backbone, "weights": weights, "dataset": dataset, "size": size, "runs": len(cell),
-            "l2_chosen": ", ".join(f"{v:.0e}" for v in chosen), "val_acc_mean": float(cell["val_acc"].mean()),
+            "l2_chosen": ", ".join(f"{v:.0e}" for v in chosen),
+            "scaling_chosen": ", ".join(f"{name} x{count}" if len(scalings) > 1 else str(name)
+                                        for name, count in sorted(scalings.items(), key=lambda nc: (-nc[1], nc[0]))),
+            "val_acc_mean": float(cell["val_acc"].mean()),
             "size_order": float(cell["size_order"].iloc[0]),
         })
     table = pd.DataFrame(rows)

@@ -30,8 +30,9 @@ from bench.store.failures import DAMAGE, Transaction, reading
 from bench.store.files import OPEN_TIMEOUT_S, open_store
 from bench.store.schema import LATER_COLUMNS, RESULT_COLUMNS, coerce, numbers
 
-# Details of a run the report reads as columns of ``frame()``.
+# Details of a run the report reads as columns of ``frame()``: numbers, then words.
 DETAIL_COLUMNS = ("probe_l2", "logme")
+DETAIL_TEXT_COLUMNS = ("probe_scaling",)
 
 
 class ResultStore:
@@ -291,6 +292,9 @@ class ResultStore:
         # The few details the report reads become columns; the rest stay in the .db.
         for key in DETAIL_COLUMNS:
             frame[key] = numbers(details.map(lambda d, key=key: d.get(key) if isinstance(d, dict) else None))
+        for key in DETAIL_TEXT_COLUMNS:
+            frame[key] = details.map(lambda d, key=key: d.get(key) if isinstance(d, dict) and isinstance(d.get(key), str)
+                                     else None)
         return frame
 
     @reading
