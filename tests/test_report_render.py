@@ -40,6 +40,7 @@ from bench.report.tables import (
     cost_table,
     failed_table,
     ordered_labels,
+    probe_table,
     progress,
     results_table,
     training_version_warning,
@@ -428,3 +429,25 @@ def test_unwritable_report_folder_is_report_error(rendered, tmp_path: Path) -> N
     blocker.write_text("a file where the report folder should go")
     with pytest.raises(ReportError, match="cannot write report"):
         render_report(rendered[0].out_dir.parent / "quick.db", blocker / "report")
+
+
+def test_probe_table_reports_each_cells_chosen_strength_and_scaling() -> None:
+    rows = run_rows({"frozen": [0.8, 0.82, 0.81], "scratch": [0.5, 0.5, 0.5]}, size="5") \
+        + run_rows({"frozen": [0.9, 0.91, 0.9]}, size="all")
+    frame = frame_of(rows)
+    frame["probe_l2"] = np.where(frame["strategy"] == "frozen", 1e-3, np.nan)
+    frame.loc[frame["size"] == "all", "probe_l2"] = 1e-5
+    frame["probe_scaling"] = None
+    small_frozen = frame.index[(frame["size"] == "5") & (frame["strategy"] == "frozen")]
+    frame.loc[small_frozen, "probe_scaling"] = ["standard", "none", "standard"]
+    # A run stored before scalings were chosen carries none; it still counts as a run.
+    frame.loc[frame.index[(frame["size"] == "all") & (frame["strategy"] == "frozen")], "probe_scaling"] = \
+        ["unit_norm", "unit_norm", None]
+
+    table = probe_table(frame)
+
+    assert table["size"].tolist() == ["5", "all"]
+    assert table["runs"].tolist() == [3, 3]
+    assert table["l2_chosen"].tolist() == ["1e-03", "1e-05"]
+    assert table["scaling_chosen"].tolist() == ["standard x2, none x1", "unit_norm"]
+    assert table["val_acc_mean"].iloc[1] == pytest.approx(np.mean([0.9, 0.91, 0.9]))

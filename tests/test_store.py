@@ -195,9 +195,11 @@ def test_a_frame_with_running_cells_reads_their_missing_details(tmp_path):
     cells = _cells()
     with ResultStore(tmp_path / "s.db") as store:
         done = _result(cells[0])
-        done.details = {"probe_l2": 0.01}
+        done.details = {"probe_l2": 0.01, "probe_scaling": "unit_norm"}
         store.write(cells[0], done)
         assert store.claim(cells[1], "other-host:1")
         frame = store.frame(include_running=True).set_index("run_id")
     assert frame.loc[cells[0].run_id, "probe_l2"] == 0.01
+    assert frame.loc[cells[0].run_id, "probe_scaling"] == "unit_norm"
     assert frame.loc[cells[1].run_id, "status"] == "running" and frame.loc[cells[1].run_id, "probe_l2"] != 0.01
+    assert pd.isna(frame.loc[cells[1].run_id, "probe_scaling"])
