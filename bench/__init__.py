@@ -19,9 +19,9 @@ __version__ = "0.1.0"
 
 
 def run(suite: str | Path | Any, **options: Any):
-    """Run a suite (a path or a ``Suite``) resumably; see ``bench.runner.run_suite``."""
-    from bench.runner import run_suite
-    from bench.suite import Suite, load_suite
+    """Run a suite (a path or a ``Suite``) resumably; see ``bench.execution.driver.run_suite``."""
+    from bench.execution.driver import run_suite
+    from bench.suite.model import Suite, load_suite
 
     return run_suite(suite if isinstance(suite, Suite) else load_suite(suite), **options)
 

@@ -1,5 +1,5 @@
 """``python -m bench`` is the ``transfer-bench`` command."""
 
-from bench.cli import main
+from bench.cli.app import main
 
 main()

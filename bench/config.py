@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,27 @@ _DURATION_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr
 
 # Training settings that change how fast a run goes but not what it learns stay out of the id.
 NOT_IN_ID = ("num_workers", "timeout", "eval_batch_size", "compile")
+
+
+@dataclass(frozen=True)
+class ExecutorEntry:
+    """Where an executor's class lives, and what the command line says of it."""
+
+    module: str
+    cls: str
+    note: str = ""  # shown beside the name in ``run --help``
+    # Runs cells on a cluster reached with --address: ``check``, which has no such option, leaves it out.
+    cluster: bool = False
+
+
+EXECUTORS: dict[str, ExecutorEntry] = {
+    "local": ExecutorEntry("bench.execution.local", "SubprocessExecutor", note="a child process per run"),
+    "inprocess": ExecutorEntry("bench.execution.base", "InProcessExecutor"),
+    "gpus": ExecutorEntry("bench.execution.gpus", "GpuSlotExecutor"),
+    "ray": ExecutorEntry("bench.execution.ray_cluster", "RayExecutor", cluster=True),
+}
+EXECUTOR_NAMES = tuple(EXECUTORS)
+DEFAULT_EXECUTOR = "local"
 
 
 def parse_duration(value: float | int | str | None) -> float | None:

@@ -54,7 +54,7 @@ class RunSpec:
 
     ``dataset``, ``training`` and ``pretrain`` are plain dicts (dumped pydantic models) so the
     spec is JSON-serialisable; ``run_id`` is a content hash of every field that can change
-    the result, computed by ``bench.plan``. Code that reads a setting goes through the typed
+    the result, computed by ``bench.suite.plan``. Code that reads a setting goes through the typed
     views (``training_config``, ``dataset_config``, ``pretrain_config``), so every default has
     one source: the models in ``bench.config``.
     """

@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from bench.procs import group_has_live_member
-from bench.suite import suite_from_dict
+from bench.suite.model import suite_from_dict
 from tests.conftest import TINY_TRAINING
 
 TAG_ENV = "TRANSFER_BENCH_TEST_TAG"

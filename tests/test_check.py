@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from bench.backbones import build_backbone
-from bench.check import build_check, default_sizes, dataset_entry
+from bench.planning.check import build_check, default_sizes, dataset_entry
 
 pytestmark = pytest.mark.slow
 
@@ -92,7 +92,7 @@ def _env():
 
 
 def test_check_shrinks_only_what_the_user_left_at_its_default_to_fit_the_time_limit(image_folder, tmp_path):
-    from bench.check import MIN_RUN_BUDGET_S, SMALLER_IMAGE_SIZES, size_check
+    from bench.planning.check import MIN_RUN_BUDGET_S, SMALLER_IMAGE_SIZES, size_check
 
     options = dict(backbone="test_resnet", weights="none", seeds=2, device="cpu")
     roomy = size_check(str(image_folder), limit_s=1e9, results_dir=tmp_path, **options)

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from bench.errors import SuiteError
-from bench.estimate import estimate_suite, format_bytes, format_duration, pending_cells
-from bench.runner import run_suite
-from bench.speeds import CALIBRATION, EARLIER_RUNS, Speed, Work, schedule
+from bench.planning.estimate import estimate_suite, format_bytes, format_duration, pending_cells
+from bench.execution.driver import run_suite
+from bench.planning.speeds import CALIBRATION, EARLIER_RUNS, Speed, Work, schedule
 from bench.store import ResultStore
-from bench.suite import suite_from_dict
-from bench.survey import downloads, survey_data
+from bench.suite.model import suite_from_dict
+from bench.planning.survey import downloads, survey_data
 from tests.conftest import TINY_TRAINING, tiny_suite_dict
 
 TRAINING = {"batch_size": 16, "epochs": 1, "min_steps": 2}
@@ -35,7 +35,7 @@ def test_schedule_counts_steps_as_the_training_loop_does(n_train, training, imag
 
 
 def test_schedule_counts_validations_up_to_the_cap_plus_the_test_set():
-    from bench.train import MAX_VALIDATIONS
+    from bench.training.cell import MAX_VALIDATIONS
 
     few = schedule(100, 7, 50, {"batch_size": 10, "epochs": 5, "min_steps": None})
     assert few.eval_images == 5 * 7 + 50
@@ -143,8 +143,8 @@ def test_the_schedule_matches_the_images_a_run_trains_on(tmp_path):
     suite = suite_from_dict(raw)
     summary = run_suite(suite, results_dir=tmp_path, executor="inprocess")
     survey = survey_data(suite)
-    from bench.speeds import cell_work
-    from bench.survey import data_key
+    from bench.planning.speeds import cell_work
+    from bench.planning.survey import data_key
 
     with ResultStore(summary.store_path, readonly=True) as store:
         for spec in store.specs():
@@ -157,7 +157,7 @@ def test_the_schedule_matches_the_images_a_run_trains_on(tmp_path):
 def test_run_prints_the_estimate_as_it_starts(tmp_path, write_suite):
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from bench.cli.app import app
 
     path = write_suite(tiny_suite_dict(strategies=["scratch"], datasets=[{"name": "digits", "sizes": [3]}]))
     args = ["run", str(path), "-e", "inprocess", "--no-report", "--results-dir", str(tmp_path)]
@@ -172,7 +172,7 @@ def test_hub_weights_missing_from_the_caches_are_listed_with_their_size(tmp_path
 
     import torchvision
 
-    from bench.survey import missing_hub_weights
+    from bench.planning.survey import missing_hub_weights
 
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

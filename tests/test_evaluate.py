@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.evaluate import classification_metrics
+from bench.training.evaluate import classification_metrics
 from bench.failures import TrainingFailed
 
 

@@ -12,12 +12,12 @@ import time
 import pytest
 
 from bench.errors import BenchError
-from bench.executors import ABANDONED, DEFAULT_EXECUTOR, EXECUTOR_NAMES, Job, executor_class, make_executor
-from bench.gpu_executor import gpu_slot_env
-from bench.runner import normalise_error
-from bench.subprocess_executor import SubprocessExecutor
-from bench.worker import FAULT_ENV
-from bench.worker_pool import cpu_share_env, describe_exit
+from bench.execution.executors import ABANDONED, DEFAULT_EXECUTOR, EXECUTOR_NAMES, Job, executor_class, make_executor
+from bench.execution.gpus import gpu_slot_env
+from bench.execution.driver import normalise_error
+from bench.execution.local import SubprocessExecutor
+from bench.execution.worker import FAULT_ENV
+from bench.execution.pool import cpu_share_env, describe_exit
 from tests.faults_helpers import (
     KILL_LATENESS_S, PATIENCE_S, REPO, TAG_ENV, group_gone, kill_tagged, new_tag, tagged_processes, wait_for,
 )
@@ -88,8 +88,8 @@ def test_abandon_kills_running_children_and_reports_them_abandoned(monkeypatch, 
 
 _DRIVER = textwrap.dedent("""
     import sys, time
-    from bench.executors import Job
-    from bench.subprocess_executor import SubprocessExecutor
+    from bench.execution.executors import Job
+    from bench.execution.local import SubprocessExecutor
     executor = SubprocessExecutor(kill_grace_s=30)
     executor.submit(Job("run", "cafe", "cell", {"spec": "{}", "cache_dir": "."}))
     time.sleep(600)
@@ -139,14 +139,14 @@ def test_gpu_slots_spread_runs_across_gpus_and_share_them(monkeypatch):
 
 
 def test_every_executor_name_comes_from_one_table_whose_classes_load_only_when_asked():
-    from bench.executor_base import Executor
-    from bench.suite import Suite
+    from bench.execution.base import Executor
+    from bench.suite.model import Suite
 
     assert Suite.model_json_schema()["properties"]["executor"]["enum"] == list(EXECUTOR_NAMES)
     assert DEFAULT_EXECUTOR in EXECUTOR_NAMES
     assert all(issubclass(executor_class(name), Executor) for name in EXECUTOR_NAMES)
     # A suite and the table load without the libraries only some executors need.
-    probe = "import sys, bench.suite, bench.executors; print(sorted({'ray', 'torch'} & set(sys.modules)))"
+    probe = "import sys, bench.suite.model, bench.execution.executors; print(sorted({'ray', 'torch'} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
     assert loaded.stdout.strip() == "[]"
 

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bench.cli import app
-from bench.worker import FAULT_ENV
+from bench.cli.app import app
+from bench.execution.worker import FAULT_ENV
 from tests.conftest import TINY_TRAINING
 
 
@@ -137,7 +137,7 @@ def test_weights_used_by_no_cell_are_not_checked(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # Scratch starts from random weights whatever the backbone lists, so the hub is never needed.
     suite = tiny("unused", backbones=[{"name": "test_resnet", "weights": ["hub"]}])
-    from bench.suite import check_weights, suite_from_dict
+    from bench.suite.model import check_weights, suite_from_dict
 
     check_weights(suite_from_dict(suite))
 
@@ -200,26 +200,26 @@ def _keep_cwd():
 
 
 def test_ctrl_c_outside_a_run_exits_130_without_a_traceback(tmp_path, monkeypatch):
-    import bench.suite
+    import bench.suite.model
 
     def interrupted(path: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(bench.suite, "load_suite", interrupted)
+    monkeypatch.setattr(bench.suite.model, "load_suite", interrupted)
     result = cli("plan", tmp_path / "x.yaml")
     assert result.exit_code == 130 and result.stderr.strip() == "interrupted"
 
 
 def test_an_interrupted_run_exits_130_even_when_running_cells_finished(tmp_path, monkeypatch):
-    import bench.runner
+    import bench.execution.driver
 
     path = write(tmp_path / "stopped.yaml", tiny("stopped"))
 
     def stopped_after_one(suite: Any, **kwargs: Any) -> Any:
-        return bench.runner.RunSummary(store_path=tmp_path / "stopped.db", planned=2, already_done=0, ran=1, done=1,
+        return bench.execution.driver.RunSummary(store_path=tmp_path / "stopped.db", planned=2, already_done=0, ran=1, done=1,
                                        interrupted=True)
 
-    monkeypatch.setattr(bench.runner, "run_suite", stopped_after_one)
+    monkeypatch.setattr(bench.execution.driver, "run_suite", stopped_after_one)
     result = cli("run", path, "--results-dir", tmp_path / "r", "--no-report")
     assert result.exit_code == 130, result.output
     assert "interrupted" in result.stdout

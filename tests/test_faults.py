@@ -21,12 +21,12 @@ from typing import Any
 import pytest
 
 from bench.errors import StoreError
-from bench.executors import Job
-from bench.runner import SilentObserver, run_suite
+from bench.execution.executors import Job
+from bench.execution.driver import SilentObserver, run_suite
 from bench.store import ResultStore
-from bench.subprocess_executor import SubprocessExecutor
-from bench.suite import suite_from_dict
-from bench.worker import FAULT_ENV
+from bench.execution.local import SubprocessExecutor
+from bench.suite.model import suite_from_dict
+from bench.execution.worker import FAULT_ENV
 from tests.faults_helpers import (
     KILL_LATENESS_S,
     MOMENTS,

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 
 from bench.backbones import build_backbone
-from bench.features import FeatureLoader, extract_features
+from bench.training.features import FeatureLoader, extract_features
 from bench.records import RunSpec
-from bench.suite import suite_from_dict
-from bench.train import run
+from bench.suite.model import suite_from_dict
+from bench.training.cell import run
 from tests.conftest import tiny_suite_dict
 
 
@@ -43,7 +43,7 @@ def _frozen_cell(feature_cache: bool) -> RunSpec:
 
 
 def test_a_frozen_run_passes_each_image_through_the_backbone_once(tmp_path, monkeypatch):
-    from bench.pretrain import checkpoint_path, ensure_pretrained
+    from bench.training.pretrain import checkpoint_path, ensure_pretrained
 
     spec = _frozen_cell(feature_cache=True)
     ensure_pretrained(spec.pretrain, tmp_path)

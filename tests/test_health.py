@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.health import AT_CHANCE, UNDERTRAINED, chance_threshold, run_flags, still_improving
+from bench.training.health import AT_CHANCE, UNDERTRAINED, chance_threshold, run_flags, still_improving
 from bench.records import EpochRecord
 
 

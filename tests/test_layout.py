@@ -1,4 +1,4 @@
-"""The package's shape: no import cycles among ``bench`` modules and no module too big to hold in mind."""
+"""The package's shape: folders by stage, no import cycles among ``bench`` modules, no module too big to hold in mind."""
 
 from __future__ import annotations
 
@@ -6,7 +6,13 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bench"
-MAX_LINES = 450
+MAX_LINES = 400
+# The stages a cell passes through, each a folder; only the shared vocabulary sits beside them.
+STAGES = {"cli", "suite", "planning", "execution", "training", "data", "store", "report"}
+VOCABULARY = {"__init__", "__main__", "errors", "config", "records", "failures", "strategies", "backbones",
+              "catalog", "weights", "tuning", "procs"}
+# Functions of the Python API: a subpackage of the same name would shadow them.
+API = {"run", "render"}
 
 
 def _module_name(path: Path) -> str:
@@ -98,3 +104,20 @@ def test_no_module_is_too_big_to_hold_in_mind():
     sizes = {str(p.relative_to(PACKAGE.parent)): len(p.read_text(encoding="utf-8").splitlines())
              for p in PACKAGE.rglob("*.py")}
     assert {path: n for path, n in sizes.items() if n > MAX_LINES} == {}
+
+
+def test_every_stage_is_a_subpackage():
+    assert {stage for stage in STAGES if (PACKAGE / stage / "__init__.py").is_file()} == STAGES
+
+
+def test_only_the_shared_vocabulary_sits_beside_the_stages():
+    assert {p.stem for p in PACKAGE.glob("*.py")} - VOCABULARY == set()
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert folders - STAGES == set()
+
+
+def test_no_subpackage_shadows_a_function_of_the_api():
+    import bench
+
+    assert all(callable(getattr(bench, name)) for name in API)
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir()} & API == set()

@@ -10,16 +10,16 @@ import torch
 
 from bench.backbones import build_backbone
 from bench.data import load_dataset, select_subset
-from bench.features import pool_features
-from bench.pretrain import checkpoint_path, ensure_pretrained
-from bench.health import NOT_CONVERGED
-from bench.probe import (
+from bench.training.features import pool_features
+from bench.training.pretrain import checkpoint_path, ensure_pretrained
+from bench.training.health import NOT_CONVERGED
+from bench.training.probe import (
     FALLBACK_L2, FALLBACK_SCALING, L2_GRID, SCALE_NONE, SCALE_STANDARD, SCALE_UNIT_NORM, SCALINGS, choose, fit_logistic,
     sweep_probe,
 )
 from bench.records import RunSpec
-from bench.suite import suite_from_dict
-from bench.train import run
+from bench.suite.model import suite_from_dict
+from bench.training.cell import run
 from tests.conftest import tiny_suite_dict
 
 CPU = torch.device("cpu")

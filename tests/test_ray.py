@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from bench.executors import Job
-from bench.worker import FAULT_ENV
+from bench.execution.executors import Job
+from bench.execution.worker import FAULT_ENV
 from tests.faults_helpers import (
     PATIENCE_S, REPO, assert_store_sound, cell_ids, group_gone, scratch_suite, wait_for, write_yaml,
 )
@@ -91,7 +91,7 @@ def test_cells_run_as_ray_tasks_and_a_lost_worker_is_retried_then_failed(cluster
 
 
 def test_a_cell_asks_ray_for_a_gpu_only_when_it_wants_cuda_and_the_cluster_has_one():
-    from bench.ray_executor import RayExecutor
+    from bench.execution.ray_cluster import RayExecutor
 
     def job(device: str) -> Job:
         return Job("run", "k", "cell", {"spec": json.dumps({"device": device}), "cache_dir": "."})
@@ -107,7 +107,7 @@ def test_a_cell_asks_ray_for_a_gpu_only_when_it_wants_cuda_and_the_cluster_has_o
 
 def test_no_cluster_at_the_address_is_one_clear_error():
     from bench.errors import BenchError
-    from bench.ray_executor import RayExecutor
+    from bench.execution.ray_cluster import RayExecutor
 
     if ray.is_initialized():
         pytest.skip("this process is already connected to Ray")

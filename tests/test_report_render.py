@@ -23,7 +23,7 @@ from tests.report_fixtures import (
     run_rows,
 )
 
-from bench.cli_output import verdict_lines
+from bench.cli.output import verdict_lines
 from bench.errors import ReportError
 from bench.records import RunResult, RunSpec
 from bench.report import Report, render_report

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 
 from bench.records import RunSpec
-from bench.runner import run_suite
+from bench.execution.driver import run_suite
 from bench.store import ResultStore
 from bench.config import TrainingConfig
-from bench.suite import suite_from_dict
-from bench.train import TrainingFailed, fit
+from bench.suite.model import suite_from_dict
+from bench.training.cell import TrainingFailed, fit
 from tests.conftest import tiny_suite_dict
 
 pytestmark = pytest.mark.slow
@@ -180,8 +180,8 @@ def test_min_steps_lengthens_runs_on_small_subsets(tmp_path):
 
 @pytest.mark.parametrize("strategy", ["scratch", {"name": "lp_ft", "lp_epochs": 1}])
 def test_progress_reports_the_epochs_a_run_really_makes(tmp_path, strategy):
-    from bench.pretrain import checkpoint_path, ensure_pretrained
-    from bench.train import run
+    from bench.training.pretrain import checkpoint_path, ensure_pretrained
+    from bench.training.cell import run
 
     raw = tiny_suite_dict(strategies=[strategy], datasets=[{"name": "digits", "sizes": [3]}])
     raw["training"] = {**raw["training"], "epochs": 2, "batch_size": 8, "min_steps": 12}

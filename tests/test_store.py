@@ -12,7 +12,7 @@ import pytest
 from bench.errors import StoreError
 from bench.records import EpochRecord, RunResult
 from bench.store import SCHEMA_VERSION, ResultStore
-from bench.suite import suite_from_dict
+from bench.suite.model import suite_from_dict
 from bench.tuning import split_final, stored_seeds
 from tests.conftest import tiny_suite_dict
 from tests.report_fixtures import TUNED_SEEDS, build_tuned_store

@@ -9,7 +9,7 @@ from torch import nn
 from bench.backbones import build_backbone
 from bench.config import TrainingConfig
 from bench.strategies import STRATEGIES, get_strategy
-from bench.train import TrainingFailed, assert_unchanged, build_optimizer, snapshot_frozen
+from bench.training.cell import TrainingFailed, assert_unchanged, build_optimizer, snapshot_frozen
 
 
 def _count(model: nn.Module, prefixes: tuple[str, ...]) -> int:

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-import bench.plan
+import bench.suite.plan
 from bench.errors import SuiteError
-from bench.suite import load_suite, parse_duration, suite_from_dict
+from bench.suite.model import load_suite, parse_duration, suite_from_dict
 from tests.conftest import tiny_suite_dict
 
 
@@ -64,7 +64,7 @@ def test_cell_ids_are_stable_and_follow_what_changes_results(monkeypatch):
     changed = {c.run_id for c in suite_from_dict(longer_pretrain).expand() if c.strategy != "scratch"}
     assert not changed & set(ids), "a different source model is a different cell"
 
-    monkeypatch.setattr(bench.plan, "TRAINING_VERSION", "changed-loop")
+    monkeypatch.setattr(bench.suite.plan, "TRAINING_VERSION", "changed-loop")
     assert not set(ids) & {c.run_id for c in suite_from_dict(base).expand()}
 
 
@@ -114,7 +114,7 @@ def test_bad_suites_give_one_line_naming_the_problem(write_suite, text, expected
 
 
 def test_impossible_size_is_an_error_at_plan_time(write_suite):
-    from bench.runner import check_sizes
+    from bench.execution.driver import check_sizes
 
     suite = load_suite(write_suite("backbones: [test_resnet]\ndatasets: [{name: digits, sizes: [10, 500]}]\n"))
     with pytest.raises(SuiteError, match=r"datasets\.0.*size 500.*only"):

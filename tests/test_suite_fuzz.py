@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.errors import SuiteError
-from bench.suite import Suite, load_suite
+from bench.suite.model import Suite, load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = yaml.safe_load((REPO / "suites" / "quick.yaml").read_text())

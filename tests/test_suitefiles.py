@@ -9,9 +9,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bench.cli import app
-from bench.suite import load_suite
-from bench.suitefiles import list_suites, suite_json_schema
+from bench.cli.app import app
+from bench.suite.model import load_suite
+from bench.suite.files import list_suites, suite_json_schema
 from tests.conftest import tiny_suite_dict
 
 SUITES = Path(__file__).resolve().parents[1] / "suites"

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-import bench.train
+import bench.training.cell
 from bench.errors import SuiteError
-from bench.runner import run_suite
+from bench.execution.driver import run_suite
 from bench.store import ResultStore
-from bench.suite import suite_from_dict
+from bench.suite.model import suite_from_dict
 from bench.tuning import choose, grid_points, selections, split_final, tuning_summary
 from tests.conftest import tiny_suite_dict
 
@@ -104,15 +104,15 @@ def test_swapping_the_test_labels_changes_no_selection(tmp_path, monkeypatch):
     """Selection reads validation only: scrambled test labels move test accuracy, never a choice."""
     suite = _tuned_suite(seeds=[0], tuning={"grid": {"all": {"lr_factor": [0.1, 1.0, 10.0]}}})
     honest = run_suite(suite, results_dir=tmp_path / "honest", executor="inprocess")
-    original = bench.train.dataset_for
+    original = bench.training.cell.dataset_for
 
     def scrambled(config):
         dataset = original(config)
-        copy = bench.train.ImageDataset(**{**dataset.__dict__})
+        copy = bench.training.cell.ImageDataset(**{**dataset.__dict__})
         copy.test_labels = np.random.default_rng(0).permutation(dataset.test_labels)
         return copy
 
-    monkeypatch.setattr(bench.train, "dataset_for", scrambled)
+    monkeypatch.setattr(bench.training.cell, "dataset_for", scrambled)
     swapped = run_suite(suite, results_dir=tmp_path / "swapped", executor="inprocess")
     frames = []
     for summary in (honest, swapped):

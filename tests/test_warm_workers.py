@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from bench.executors import Job, make_executor
+from bench.execution.executors import Job, make_executor
 from bench.procs import cpu_count
-from bench.subprocess_executor import SubprocessExecutor
-from bench.suite import suite_from_dict
-from bench.worker import EVENT_FD_ENV, FAULT_ENV, THREADS_ENV
-from bench.worker_pool import cpu_share_env
+from bench.execution.local import SubprocessExecutor
+from bench.suite.model import suite_from_dict
+from bench.execution.worker import EVENT_FD_ENV, FAULT_ENV, THREADS_ENV
+from bench.execution.pool import cpu_share_env
 from tests.faults_helpers import (
     KILL_LATENESS_S, PATIENCE_S, TAG_ENV, group_gone, image_folder, kill_tagged, new_tag, scratch_suite,
     tagged_processes, wait_for,
@@ -211,7 +211,7 @@ def _exec_environ(pid: int) -> dict[str, str]:
 def test_a_worker_pins_torch_to_its_share_before_each_job(monkeypatch):
     import torch
 
-    from bench.worker import _use_thread_share
+    from bench.execution.worker import _use_thread_share
 
     before = torch.get_num_threads()
     monkeypatch.setenv(THREADS_ENV, "1")

@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import stats as sps
 
-from bench.logme import logme  # noqa: F401  (the report's statistics, in one namespace)
+from bench.training.logme import logme  # noqa: F401  (the report's statistics, in one namespace)
 
 LEVEL = 0.95
 

@@ -4,7 +4,7 @@ Each line sets a harness measurement against its reference, both taken in this r
 repetitions interleaved (reference, harness, reference, harness, ...) so that whatever else
 the machine is doing weighs on both; it prints the min and the median over the repetitions.
 
-- fit vs a hand-written loop, in one process: training images/s of ``bench.train.fit`` on the
+- fit vs a hand-written loop, in one process: training images/s of ``bench.training.cell.fit`` on the
   in-memory loader against a bare forward/backward/AdamW loop on one batch (the timm
   ``benchmark.py`` pattern), same model, same batch, same device;
 - a cell end to end vs the hand-written loop in its own process: ``transfer-bench run`` of a
@@ -131,9 +131,9 @@ def cell_against_fresh_hand_loop(work: Path, model: str, image_size: int, batch:
 
 
 def warm_against_process_per_cell(work: Path, repeats: int) -> str:
-    from bench.subprocess_executor import SubprocessExecutor
-    from bench.runner import SilentObserver, run_suite
-    from bench.suite import suite_from_dict
+    from bench.execution.local import SubprocessExecutor
+    from bench.execution.driver import SilentObserver, run_suite
+    from bench.suite.model import suite_from_dict
     from tests.faults_helpers import scratch_suite
 
     suite = suite_from_dict(scratch_suite("warm-ratio", sizes=[3, 5], seeds=[0, 1, 2], epochs=2, min_steps=1))
@@ -154,8 +154,8 @@ def warm_against_process_per_cell(work: Path, repeats: int) -> str:
 
 
 def frozen_feature_cache(work: Path, repeats: int) -> str:
-    from bench.pretrain import checkpoint_path, ensure_pretrained
-    from bench.train import run
+    from bench.training.pretrain import checkpoint_path, ensure_pretrained
+    from bench.training.cell import run
     from tests.perf.test_frozen_fast_path import _cell
 
     spec = _cell(True)
@@ -176,7 +176,7 @@ def frozen_feature_cache(work: Path, repeats: int) -> str:
 
 
 def plan_time(work: Path, cells: int, repeats: int) -> str:
-    from bench.suite import suite_from_dict
+    from bench.suite.model import suite_from_dict
 
     # scratch on both backbones, full only on the one with weights: 5 sizes x 3 arms = 15 cells a seed.
     seeds = round(cells / 15)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.pretrain import checkpoint_path, ensure_pretrained
-from bench.suite import suite_from_dict
-from bench.train import run
+from bench.training.pretrain import checkpoint_path, ensure_pretrained
+from bench.suite.model import suite_from_dict
+from bench.training.cell import run
 from tests.conftest import tiny_suite_dict
 
 

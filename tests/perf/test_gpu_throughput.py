@@ -2,7 +2,7 @@
 
 ``pytest tests/perf/test_gpu_throughput.py --benchmark-enable -s`` on a CUDA machine. Both
 sides train a random-init timm model at 224 px with bf16 autocast and channels_last on images
-already on the device: the harness through ``bench.train.fit`` fed by its in-memory loader,
+already on the device: the harness through ``bench.training.cell.fit`` fed by its in-memory loader,
 the reference on one synthetic batch in a tight loop, as timm's ``benchmark.py`` does
 (cudnn autotuning on, a synchronize either side of the timed steps). Their ratio,
 harness / reference, is the share of the card's training speed a run keeps; it goes to
@@ -24,7 +24,7 @@ from bench.backbones import build_backbone
 from bench.data.loaders import MemoryBatchLoader
 from bench.config import TrainingConfig
 from bench.strategies import get_strategy
-from bench.train import fit
+from bench.training.cell import fit
 
 # What fit reads from a suite's training block, at the suite's defaults where speed allows.
 TRAINING = {
@@ -99,7 +99,7 @@ def harness_setup(
     channels_last: bool = True, augment: str = "none", num_classes: int = NUM_CLASSES,
     images: np.ndarray | None = None, labels: np.ndarray | None = None,
 ):
-    """Model, scratch plan and in-memory loader, prepared the way ``bench.train.run`` prepares them."""
+    """Model, scratch plan and in-memory loader, prepared the way ``bench.training.cell.run`` prepares them."""
     backbone = build_backbone(model_name, "none", num_classes)
     model = backbone.model.to(device)
     if device.type == "cuda" and channels_last:

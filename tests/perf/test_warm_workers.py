@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 from bench.procs import cpu_count
-from bench.runner import SilentObserver, run_suite
-from bench.subprocess_executor import SubprocessExecutor
-from bench.suite import suite_from_dict
+from bench.execution.driver import SilentObserver, run_suite
+from bench.execution.local import SubprocessExecutor
+from bench.suite.model import suite_from_dict
 from tests.faults_helpers import scratch_suite
 
 # name -> (jobs, warm, threads per job; None: the executor's share of the cores)

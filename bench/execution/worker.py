@@ -1,6 +1,6 @@
 """What runs inside a worker: jobs (cells or pretrain stages) in, one outcome per job out.
 
-``execute`` is the same function for every executor. Run as ``python -m bench.worker``, it
+``execute`` is the same function for every executor. Run as ``python -m bench.execution.worker``, it
 reads jobs as JSON lines on stdin, one at a time, until stdin closes, and writes JSON-line
 events to the file descriptor named by ``TRANSFER_BENCH_EVENT_FD``, so library output on
 stdout and stderr can never corrupt the channel the driver reads results from. Whatever the
@@ -29,7 +29,7 @@ def execute(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     """Run one job and return its outcome value: a RunResult dict or pretrain info."""
     _inject_fault(job)
     _use_thread_share()
-    from bench.pretrain import checkpoint_path, ensure_pretrained
+    from bench.training.pretrain import checkpoint_path, ensure_pretrained
     from bench.records import RunSpec
 
     def on_epoch(record: Any, total: int) -> None:
@@ -39,7 +39,7 @@ def execute(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     if job["kind"] == "pretrain":
         return ensure_pretrained(payload["pretrain"], payload["cache_dir"], payload["device"], on_epoch)
     if job["kind"] == "run":
-        from bench.train import run
+        from bench.training.cell import run
 
         spec = RunSpec.from_json(payload["spec"])
         weights_file = checkpoint_path(payload["cache_dir"], spec.pretrain) if spec.pretrain else None

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.device import autocast
+from bench.training.device import autocast
 from bench.records import content_hash
 from bench.strategies import StrategyPlan
 

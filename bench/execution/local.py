@@ -11,10 +11,10 @@ import threading
 import time
 from typing import Any
 
-from bench.executor_base import ABANDONED, KILL_GRACE_S, Executor, ExecutorOptions, Job, Message, Outcome
+from bench.execution.base import ABANDONED, KILL_GRACE_S, Executor, ExecutorOptions, Job, Message, Outcome
 from bench.procs import exited, terminate_group
 from bench.records import STATUS_DONE
-from bench.worker_pool import Watchdog, WorkerProcess, describe_exit, retire_worker, spawn_worker, worker_env
+from bench.execution.pool import Watchdog, WorkerProcess, describe_exit, retire_worker, spawn_worker, worker_env
 
 
 class SubprocessExecutor(Executor):

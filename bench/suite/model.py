@@ -2,7 +2,7 @@
 
 A suite is YAML validated by pydantic with unknown keys forbidden, so a misspelt key is an
 error, never a silent default. The settings models live in ``bench.config``, the bounded YAML
-reader in ``bench.suiteload`` and the expansion into cells in ``bench.plan``; this module
+reader in ``bench.suite.load`` and the expansion into cells in ``bench.suite.plan``; this module
 ties them together and re-exports their public names.
 """
 
@@ -14,16 +14,15 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from bench.config import (  # noqa: F401  (re-exported: importers reach the models through bench.suite)
-    BackboneConfig, DatasetConfig, PretrainConfig, StrategyConfig, TrainingConfig, TuningConfig, VerdictConfig,
-    _Strict, parse_duration,
+from bench.config import (  # noqa: F401  (re-exported: importers reach the models through bench.suite.model)
+    DEFAULT_EXECUTOR, EXECUTOR_NAMES, BackboneConfig, DatasetConfig, PretrainConfig, StrategyConfig, TrainingConfig,
+    TuningConfig, VerdictConfig, _Strict, parse_duration,
 )
 from bench.errors import SuiteError
-from bench.executors import DEFAULT_EXECUTOR, EXECUTOR_NAMES
-from bench.plan import Plan, file_digest, plan_suite  # noqa: F401  (re-exported)
 from bench.records import RunSpec
 from bench.strategies import DEFAULT_STRATEGIES
-from bench.suiteload import default_name, did_you_mean, read_yaml, shown, suite_error
+from bench.suite.load import default_name, did_you_mean, read_yaml, shown, suite_error
+from bench.suite.plan import Plan, file_digest, plan_suite  # noqa: F401  (re-exported)
 
 MAX_SEEDS = 10_000
 SUITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

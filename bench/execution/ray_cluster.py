@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.executor_base import ABANDONED, Executor, ExecutorOptions, Job, Outcome
+from bench.execution.base import ABANDONED, Executor, ExecutorOptions, Job, Outcome
 
 _POLL_S = 0.25
 
@@ -29,7 +29,7 @@ def _import_ray() -> Any:
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """The task body: run one job in the Ray worker and return an outcome or error event."""
-    from bench.worker import describe_failure, execute
+    from bench.execution.worker import describe_failure, execute
 
     try:
         return {"type": "outcome", "value": execute(job, lambda event: None)}

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.device import autocast
+from bench.training.device import autocast
 from bench.failures import TrainingFailed
 
 

@@ -31,13 +31,13 @@ from bench.procs import (  # noqa: F401  (group_alive, group_has_live_member: re
     terminate_group,
     wait_exit,
 )
-from bench.worker import EVENT_FD_ENV, THREADS_ENV
+from bench.execution.worker import EVENT_FD_ENV, THREADS_ENV
 
 if TYPE_CHECKING:
-    from bench.executor_base import Job
+    from bench.execution.base import Job
 
 LIFELINE_FD_ENV = "TRANSFER_BENCH_LIFELINE_FD"
-_CHILD_ENTRY = "from bench.worker_pool import child_main; child_main()"
+_CHILD_ENTRY = "from bench.execution.pool import child_main; child_main()"
 
 
 def worker_env(slot_env: dict[str, str], slots: int, threads: int | None) -> dict[str, str]:
@@ -185,7 +185,7 @@ def cpu_share_env(slots: int, threads: int | None = None) -> dict[str, str]:
 
 def child_main() -> None:
     """Entry point of a worker child: guard against the driver's death, then serve jobs."""
-    from bench.worker import main
+    from bench.execution.worker import main
 
     lifeline = os.environ.pop(LIFELINE_FD_ENV, None)
     if lifeline is not None:

@@ -18,8 +18,8 @@ from torch import nn
 
 from bench.backbones import Backbone
 from bench.config import TrainingConfig
-from bench.device import autocast
-from bench.evaluate import predict
+from bench.training.device import autocast
+from bench.training.evaluate import predict
 from bench.failures import TrainingFailed, non_finite_loss
 from bench.records import EpochRecord
 from bench.strategies import StrategyPlan
@@ -194,7 +194,7 @@ def fit_frozen_head(
     device: torch.device, seed: int, on_epoch: EpochCallback | None,
 ) -> FitOutcome:
     """The linear probe on features extracted once; the extraction counts as training time."""
-    from bench.features import FeatureLoader, extract_features, head_plan
+    from bench.training.features import FeatureLoader, extract_features, head_plan
 
     started = time.perf_counter()
     amp = training.amp

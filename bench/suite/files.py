@@ -22,7 +22,7 @@ _DURATION_PATTERN = r"^\s*\d+(\.\d+)?\s*(s|sec|m|min|h|hr)?\s*$"
 def suite_json_schema() -> dict[str, Any]:
     """The JSON Schema of a suite file, shorthands included."""
     from bench.strategies import STRATEGIES
-    from bench.suite import MAX_SEEDS, Suite
+    from bench.suite.model import MAX_SEEDS, Suite
 
     schema = copy.deepcopy(Suite.model_json_schema())
     defs = schema["$defs"]
@@ -93,7 +93,7 @@ class SuiteEntry:
 
 def list_suites(directory: str | Path = "suites") -> list[SuiteEntry]:
     """Every ``*.yaml`` suite in ``directory``, sorted by file name; a broken one carries its error."""
-    from bench.suite import load_suite
+    from bench.suite.model import load_suite
 
     directory = Path(directory)
     if not directory.is_dir():

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from bench.cli_output import guard, render
+from bench.cli.output import guard, render
 from bench.errors import BenchError
 
 
@@ -18,7 +18,7 @@ def resolve_db(target: str, results_dir: Path) -> tuple[Path, str]:
     if path.suffix == ".db":
         return path, path.stem
     if path.suffix in (".yaml", ".yml"):
-        from bench.suite import load_suite
+        from bench.suite.model import load_suite
 
         suite = load_suite(path)
         return results_dir / f"{suite.name}.db", suite.name

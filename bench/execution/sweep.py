@@ -4,7 +4,8 @@ A sweep runs its grid on the tuning seeds and chooses on validation. When the be
 at the edge of a numeric axis, the optimum may lie beyond it, so the sweep steps past that edge
 (``tuning.extension_points``) and chooses again, at most ``tuning.extend`` times; every arm
 gets the same rule. The state is worked out afresh from the store each time, so a driver that
-was killed mid-extension resumes with exactly the points it had reached.
+was killed mid-extension resumes with exactly the points it had reached. ``finish_sweeps`` is the
+driver's loop over it: run what the sweeps ask for, read the state again, until none asks for more.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from bench.plan import allowed_setting, point_cells
+from bench.suite.plan import allowed_setting, point_cells
 from bench.records import STATUS_DONE, RunSpec
 from bench.tuning import TunedArm, choose, extension_points, point_order
 
 if TYPE_CHECKING:
-    from bench.plan import Plan
+    from bench.suite.plan import Plan
     from bench.store import ResultStore
-    from bench.suite import Suite
+    from bench.suite.model import Suite
 
 
 @dataclass
@@ -83,3 +84,29 @@ def _sweep_results(arm: TunedArm, cells: list[list[RunSpec]], store: ResultStore
             per_seed.append(result.val_acc if result is not None and result.status == STATUS_DONE else None)
         val_accs.append(per_seed)
     return unfinished, val_accs
+
+
+def finish_sweeps(suite: Suite, plan: Any, store: ResultStore, driver: Any, ran: set[str]) -> None:
+    """Have ``driver`` run what the sweeps ask for next (steps past a grid's edge, then chosen points on every
+    seed) until no arm asks for more. An arm whose every configuration failed gets its final
+    cells recorded as failed with the reason, so the suite ends with an exit status that says so.
+    """
+    original = {c.run_id for arm in plan.arms for c in arm.sweep_cells()}
+    failed_arms: set[str] = set()
+    while not driver.stopping:
+        sweeps = sweep_state(suite, plan, store)
+        for arm, reason in sweeps.failed:
+            if arm.arm not in failed_arms:
+                failed_arms.add(arm.arm)
+                driver.fail_arm(arm, reason)
+        batch = [c for c in store.pending([*sweeps.sweeping, *sweeps.finals], retry_failed=driver.retry_failed,
+                                          force=driver.force) if c.run_id not in ran]
+        if not batch:
+            return
+        sweeping = {c.run_id for c in sweeps.sweeping}
+        beyond = [c for c in batch if c.run_id in sweeping and c.run_id not in original]
+        if beyond:
+            driver.observer.note(f"{len({c.arm for c in beyond})} arm(s) chose the edge of their grid: "
+                                 f"trying {len(beyond)} point(s) beyond it")
+        ran |= {c.run_id for c in batch}
+        driver.run(batch)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from bench.errors import BenchError
-from bench.executor_base import ExecutorOptions
-from bench.subprocess_executor import SubprocessExecutor
+from bench.execution.base import ExecutorOptions
+from bench.execution.local import SubprocessExecutor
 
 
 def visible_gpus() -> list[str]:

@@ -1,8 +1,8 @@
 """One run: fit and evaluate a ``RunSpec``, return a ``RunResult``.
 
 The run's entry point: load the data and its subset, build the backbone, hand it to the
-strategy's phases (the loop in ``bench.loop``, or the converged linear probe on cached
-features), then test once on the fixed test set (``bench.evaluate``). Known failures come back
+strategy's phases (the loop in ``bench.training.loop``, or the converged linear probe on cached
+features), then test once on the fixed test set (``bench.training.evaluate``). Known failures come back
 as a failed result, never raised, so one bad cell never stops a suite.
 """
 
@@ -24,14 +24,14 @@ from bench.backbones import Backbone, build_backbone, count_parameters
 from bench.config import TrainingConfig
 from bench.data import ImageDataset, load_dataset, make_loader, select_subset
 from bench.data.registry import folder_fingerprint
-from bench.device import library_versions, peak_memory_mb, resolve_device, seed_everything
-from bench.evaluate import classification_metrics, predict
+from bench.training.device import library_versions, peak_memory_mb, resolve_device, seed_everything
+from bench.training.evaluate import classification_metrics, predict
 from bench.failures import TrainingFailed, describe, normalise_error
-from bench.health import NOT_CONVERGED, run_flags
-from bench.loop import (
+from bench.training.health import NOT_CONVERGED, run_flags
+from bench.training.loop import (
     STOP_PATIENCE, EpochCallback, FitOutcome, assert_unchanged, fit, fit_frozen_head, snapshot_frozen,
 )
-from bench.loop import MAX_VALIDATIONS as MAX_VALIDATIONS, build_optimizer as build_optimizer  # re-exported
+from bench.training.loop import MAX_VALIDATIONS as MAX_VALIDATIONS, build_optimizer as build_optimizer  # re-exported
 from bench.records import STATUS_DONE, TEST_METRICS, EpochRecord, RunResult, RunSpec
 from bench.strategies import get_strategy
 
@@ -181,9 +181,9 @@ def train_cell(
 def _probe_into(spec: RunSpec, result: RunResult, dataset: ImageDataset, subset, backbone: Backbone, image_size: int,
                 device: torch.device, features_dir, on_epoch: EpochCallback | None) -> None:
     """The linear probe: cached features, scaling and L2 strength chosen on validation, test on the chosen fit."""
-    from bench.features import pool_features
-    from bench.logme import logme
-    from bench.probe import sweep_probe
+    from bench.training.features import pool_features
+    from bench.training.logme import logme
+    from bench.training.probe import sweep_probe
 
     training = spec.training_config
     started = time.perf_counter()

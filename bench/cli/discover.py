@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from bench.cli_output import guard, table
+from bench.cli.output import guard, table
 
 list_app = typer.Typer(help="Discover names a suite can use (backbones, datasets, strategies) and shipped suites.", no_args_is_help=True)
 
@@ -15,7 +15,7 @@ def schema() -> None:
     """Print the JSON Schema of suite files, for editors: transfer-bench schema > suites/suite.schema.json"""
     import json
 
-    from bench.suitefiles import suite_json_schema
+    from bench.suite.files import suite_json_schema
 
     typer.echo(json.dumps(suite_json_schema(), indent=2))
 
@@ -26,7 +26,7 @@ def list_suites_command(
     directory: Path = typer.Argument(Path("suites"), help="Folder of suite files."),
 ) -> None:
     """Suite files in a folder: name, cells once every sweep has chosen, description."""
-    from bench.suitefiles import list_suites
+    from bench.suite.files import list_suites
 
     rows = []
     for entry in list_suites(directory):

@@ -1,7 +1,7 @@
 """Estimates before spending: how long the cells of a suite still to run will take, in one line.
 
 Each cell's work is priced at its backbone's speed on the device a run would use
-(``bench.speeds``), counted on the data as it is before any download (``bench.survey``).
+(``bench.planning.speeds``), counted on the data as it is before any download (``bench.planning.survey``).
 Early stopping can only shorten a run, so the figure is an upper estimate of the schedule.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.records import STATUS_DONE, STATUS_FAILED, RunSpec
-from bench.speeds import (
+from bench.planning.speeds import (
     CACHE_FILE,
     CALIBRATION,
     EARLIER_RUNS,
@@ -25,8 +25,8 @@ from bench.speeds import (
     speeds_from_store,
     split_sizes,
 )
-from bench.suite import Suite
-from bench.survey import DataStatus, data_key, survey_data
+from bench.suite.model import Suite
+from bench.planning.survey import DataStatus, data_key, survey_data
 
 
 @dataclass
@@ -114,7 +114,7 @@ def estimate_suite(
     if not cells:
         # Resuming a finished suite: nothing to time, and no reason to import torch to name the device.
         return Estimate(seconds=0.0, device=suite.device, cells=0, stages=0)
-    from bench.pretrain import checkpoint_path
+    from bench.training.pretrain import checkpoint_path
 
     device = device_label(suite.device)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from bench.errors import DataError, SuiteError
 from bench.records import content_hash
-from bench.suite import Suite
+from bench.suite.model import Suite
 
 
 @dataclass(frozen=True)

@@ -15,59 +15,22 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from bench.config import TrainingConfig
 from bench.errors import StoreError, SuiteError
-from bench.executors import ABANDONED, Executor, Job, Message, Outcome, make_executor
+from bench.execution.executors import ABANDONED, Executor, Job, Message, Outcome, make_executor
+from bench.execution.progress import Observer, RunSummary, SilentObserver  # noqa: F401  (re-exported)
+from bench.execution.sweep import finish_sweeps, sweep_state
 from bench.failures import OUT_OF_MEMORY, classify
 from bench.failures import normalise_error as normalise_error  # re-exported
 from bench.records import STATUS_DONE, STATUS_FAILED, TEST_METRICS, RunResult, RunSpec, pretrain_config
 from bench.store import ResultStore, check_store_path, owner_id, retire_owner
-from bench.suite import Suite, check_weights
-from bench.sweep import sweep_state
+from bench.suite.model import Suite, check_weights
 
 HEARTBEAT_S = 60.0
 _POLL_S = 0.2
-
-
-class Observer(Protocol):
-    """Receives progress; the CLI draws bars from it, tests record it."""
-
-    def suite_started(self, suite: Suite, total: int, done: int, todo: int) -> None: ...
-    def job_started(self, job: Job) -> None: ...
-    def job_event(self, job: Job, event: dict[str, Any]) -> None: ...
-    def job_finished(self, job: Job, result: RunResult | None, outcome: Outcome) -> None: ...
-    def note(self, text: str) -> None: ...
-
-
-class SilentObserver:
-    """An observer that ignores everything."""
-
-    def suite_started(self, suite: Suite, total: int, done: int, todo: int) -> None: ...
-    def job_started(self, job: Job) -> None: ...
-    def job_event(self, job: Job, event: dict[str, Any]) -> None: ...
-    def job_finished(self, job: Job, result: RunResult | None, outcome: Outcome) -> None: ...
-    def note(self, text: str) -> None: ...
-
-
-@dataclass
-class RunSummary:
-    """What a call to ``run_suite`` did."""
-
-    store_path: Path
-    planned: int
-    already_done: int
-    ran: int = 0
-    done: int = 0
-    failed: int = 0
-    # Cells that failed in an earlier run and were not run again (no --retry-failed).
-    already_failed: int = 0
-    interrupted: bool = False
-    wall_s: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)
 
 
 def store_path_for(suite: Suite, results_dir: str | Path = "results") -> Path:
@@ -158,7 +121,7 @@ def run_suite(
                 with _Interrupts() as interrupts:
                     driver.interrupts = interrupts
                     driver.run(todo)
-                    _finish_sweeps(suite, plan, store, driver, ran={c.run_id for c in todo})
+                    finish_sweeps(suite, plan, store, driver, ran={c.run_id for c in todo})
             finally:
                 built.close()  # children are gone before claims are given back
                 driver.close()
@@ -167,32 +130,6 @@ def run_suite(
             built.close()
     summary.wall_s = time.time() - started
     return summary
-
-
-def _finish_sweeps(suite: Suite, plan: Any, store: ResultStore, driver: _Driver, ran: set[str]) -> None:
-    """Run what the sweeps ask for next (steps past a grid's edge, then chosen points on every
-    seed) until no arm asks for more. An arm whose every configuration failed gets its final
-    cells recorded as failed with the reason, so the suite ends with an exit status that says so.
-    """
-    original = {c.run_id for arm in plan.arms for c in arm.sweep_cells()}
-    failed_arms: set[str] = set()
-    while not driver.stopping:
-        sweeps = sweep_state(suite, plan, store)
-        for arm, reason in sweeps.failed:
-            if arm.arm not in failed_arms:
-                failed_arms.add(arm.arm)
-                driver.fail_arm(arm, reason)
-        batch = [c for c in store.pending([*sweeps.sweeping, *sweeps.finals], retry_failed=driver.retry_failed,
-                                          force=driver.force) if c.run_id not in ran]
-        if not batch:
-            return
-        sweeping = {c.run_id for c in sweeps.sweeping}
-        beyond = [c for c in batch if c.run_id in sweeping and c.run_id not in original]
-        if beyond:
-            driver.observer.note(f"{len({c.arm for c in beyond})} arm(s) chose the edge of their grid: "
-                                 f"trying {len(beyond)} point(s) beyond it")
-        ran |= {c.run_id for c in batch}
-        driver.run(batch)
 
 
 class _Interrupts:

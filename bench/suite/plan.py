@@ -21,7 +21,7 @@ from bench.strategies import Scratch, get_strategy
 from bench.tuning import LR_FACTOR, TunedArm, grid_points
 
 if TYPE_CHECKING:
-    from bench.suite import Suite
+    from bench.suite.model import Suite
 
 
 @dataclass(frozen=True)

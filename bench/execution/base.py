@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.worker import describe_failure, execute
+from bench.execution.worker import describe_failure, execute
 
 # Seconds between SIGTERM and SIGKILL when a run is stopped: time to flush, not to finish.
 KILL_GRACE_S = 10.0

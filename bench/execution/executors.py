@@ -1,18 +1,19 @@
 """How jobs get run, by name: in this process, in warm worker children (per slot or per GPU), or as Ray tasks.
 
-``EXECUTORS`` is the one table of executor names: the suite schema, the command line's help and
-``make_executor`` all read it. Each name says where its class lives, and the class is imported
+``EXECUTORS``, the one table of executor names, lives with the settings in ``bench.config`` so
+that the suite schema reads it without importing this package; the command line's help and
+``make_executor`` read it too. Each name says where its class lives, and the class is imported
 only when that executor is built, so Ray, an optional extra, loads only for ``ray``. Executor
-modules build on ``bench.executor_base`` and never import this one, so no import runs in a circle.
+modules build on ``bench.execution.base`` and never import this one, so no import runs in a circle.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 
+from bench.config import DEFAULT_EXECUTOR, EXECUTOR_NAMES, EXECUTORS, ExecutorEntry
 from bench.errors import BenchError
-from bench.executor_base import (
+from bench.execution.base import (
     ABANDONED,
     KILL_GRACE_S,
     Executor,
@@ -27,27 +28,6 @@ __all__ = [
     "ABANDONED", "DEFAULT_EXECUTOR", "EXECUTORS", "EXECUTOR_NAMES", "KILL_GRACE_S", "Executor", "ExecutorEntry",
     "ExecutorOptions", "InProcessExecutor", "Job", "Message", "Outcome", "executor_class", "make_executor",
 ]
-
-
-@dataclass(frozen=True)
-class ExecutorEntry:
-    """Where an executor's class lives, and what the command line says of it."""
-
-    module: str
-    cls: str
-    note: str = ""  # shown beside the name in ``run --help``
-    # Runs cells on a cluster reached with --address: ``check``, which has no such option, leaves it out.
-    cluster: bool = False
-
-
-EXECUTORS: dict[str, ExecutorEntry] = {
-    "local": ExecutorEntry("bench.subprocess_executor", "SubprocessExecutor", note="a child process per run"),
-    "inprocess": ExecutorEntry("bench.executor_base", "InProcessExecutor"),
-    "gpus": ExecutorEntry("bench.gpu_executor", "GpuSlotExecutor"),
-    "ray": ExecutorEntry("bench.ray_executor", "RayExecutor", cluster=True),
-}
-EXECUTOR_NAMES = tuple(EXECUTORS)
-DEFAULT_EXECUTOR = "local"
 
 
 def executor_class(name: str) -> type[Executor]:

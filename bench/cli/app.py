@@ -2,8 +2,8 @@
 
 Every user mistake surfaces as one line on stderr and exit status 2; a bug keeps its
 traceback. Long work shows tqdm bars: the suite, and each running cell's epochs. The commands
-that plan and run suites live here; ``report`` and ``export`` in ``bench.cli_results``, ``list``
-and ``schema`` in ``bench.cli_discover``, and what they all print with in ``bench.cli_output``.
+that plan and run suites live here; ``report`` and ``export`` in ``bench.cli.results``, ``list``
+and ``schema`` in ``bench.cli.discover``, and what they all print with in ``bench.cli.output``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, Optional
 
 import typer
 
-from bench.cli_discover import list_app, schema
-from bench.cli_output import (
+from bench.cli.discover import list_app, schema
+from bench.cli.output import (
     EXIT_CODES,
     EXIT_DONE,
     EXIT_FAILED_CELLS,
@@ -24,9 +24,9 @@ from bench.cli_output import (
     render,
     table,
 )
-from bench.cli_results import export, report
+from bench.cli.results import export, report
 from bench.errors import BenchError
-from bench.executors import DEFAULT_EXECUTOR, EXECUTORS
+from bench.execution.executors import DEFAULT_EXECUTOR, EXECUTORS
 
 DEFAULT_SUITE = Path("suites/quick.yaml")
 
@@ -72,8 +72,8 @@ def run(
     report: bool = typer.Option(True, "--report/--no-report", help="Render the report when the suite ends."),
 ) -> None:
     """Run every cell of SUITE not yet done (resumable: re-running skips finished cells)."""
-    from bench.runner import preflight, run_suite
-    from bench.suite import load_suite
+    from bench.execution.driver import preflight, run_suite
+    from bench.suite.model import load_suite
 
     suite = load_suite(suite_file)
     preflight(suite, results_dir)
@@ -131,10 +131,10 @@ def plan(
 ) -> None:
     """Show the expanded matrix (count, table, cells already done), downloads and an estimated wall time; run nothing."""
     from bench.errors import SuiteError
-    from bench.runner import store_path_for
+    from bench.execution.driver import store_path_for
     from bench.store import ResultStore, check_store_path
-    from bench.suite import check_weights, load_suite
-    from bench.survey import survey_data
+    from bench.suite.model import check_weights, load_suite
+    from bench.planning.survey import survey_data
 
     suite = load_suite(suite_file)
     check_store_path(store_path_for(suite, results_dir))
@@ -192,8 +192,8 @@ def plan(
 
 def _plan_costs(suite, survey, statuses: dict[str, str], results_dir: Path, estimate: bool) -> None:
     """What a first run downloads, and how long the cells still to run should take."""
-    from bench.estimate import estimate_suite, format_bytes
-    from bench.survey import downloads, missing_hub_weights
+    from bench.planning.estimate import estimate_suite, format_bytes
+    from bench.planning.survey import downloads, missing_hub_weights
 
     fetch = [(f"{d.name} ({format_bytes(d.download_bytes)})", d.download_bytes, str(d.root)) for d in downloads(survey)]
     fetch += [(f"{w.backbone} {w.weights} ({format_bytes(w.approx_bytes)})", w.approx_bytes, w.where)
@@ -214,7 +214,7 @@ def _plan_costs(suite, survey, statuses: dict[str, str], results_dir: Path, esti
 
 def _estimate_line(suite, results_dir: Path, *, retry_failed: bool) -> None:
     """One line of estimate as a run starts; a run never waits on a failed estimate."""
-    from bench.estimate import estimate_suite
+    from bench.planning.estimate import estimate_suite
 
     try:
         typer.echo(estimate_suite(suite, results_dir=results_dir, retry_failed=retry_failed).line())
@@ -244,10 +244,10 @@ def check(
     reports_dir: Path = typer.Option(Path("reports"), help="Where reports/<name>/ is written."),
 ) -> None:
     """Does transfer beat scratch on new data? Runs an ad-hoc suite resumably and prints the verdict."""
-    from bench.check import size_check
-    from bench.estimate import format_duration
-    from bench.runner import run_suite
-    from bench.suite import parse_duration
+    from bench.planning.check import size_check
+    from bench.planning.estimate import format_duration
+    from bench.execution.driver import run_suite
+    from bench.suite.model import parse_duration
 
     size_list = [_size(s) for s in sizes.split(",")] if sizes else None
     try:

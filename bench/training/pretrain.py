@@ -59,7 +59,7 @@ def stage_spec(pretrain: dict[str, Any], device: str) -> RunSpec:
 
 def _train(pretrain: dict[str, Any], path: Path, device_name: str, on_epoch: Any) -> dict[str, Any]:
     # The stage trains through the same call as every cell, so its recipe cannot drift from theirs.
-    from bench.train import dataset_for, train_cell
+    from bench.training.cell import dataset_for, train_cell
 
     spec = stage_spec(pretrain, device_name)
     started = time.time()

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.records import STATUS_DONE, RunSpec, content_hash
-from bench.survey import DataStatus, data_key
+from bench.planning.survey import DataStatus, data_key
 
 EARLIER_RUNS = "earlier runs"
 CALIBRATION = "calibration"
@@ -59,8 +59,8 @@ class Work:
 
 
 def schedule(n_train: int, n_val: int, n_test: int, training: dict[str, Any]) -> Work:
-    """The training loop's schedule for ``n_train`` images, as ``bench.train.fit`` counts it."""
-    from bench.train import MAX_VALIDATIONS
+    """The training loop's schedule for ``n_train`` images, as ``bench.training.cell.fit`` counts it."""
+    from bench.training.cell import MAX_VALIDATIONS
 
     batch = int(training["batch_size"])
     steps_per_epoch = n_train // batch if n_train > batch else 1
@@ -136,7 +136,7 @@ def device_label(requested: str) -> str:
     """The device a run would use, named as runs record it."""
     import torch
 
-    from bench.device import resolve_device
+    from bench.training.device import resolve_device
 
     device = resolve_device(requested)
     return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
@@ -190,7 +190,7 @@ def calibrate(model_name: str, image_size: int | None, training: dict[str, Any],
     import torch.nn.functional as F
 
     from bench.backbones import build_backbone
-    from bench.device import autocast, resolve_device
+    from bench.training.device import autocast, resolve_device
 
     device = resolve_device(device_name)
     label = device_label(device_name)

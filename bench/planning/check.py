@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.suite import Suite, suite_from_dict
+from bench.suite.model import Suite, suite_from_dict
 
 if TYPE_CHECKING:
-    from bench.estimate import Estimate
+    from bench.planning.estimate import Estimate
 
 DEFAULT_BACKBONE = "resnet18"
 DEFAULT_SIZES = (5, 10, 25, 50, 100)
@@ -162,8 +162,8 @@ def size_check(
     changed; if the check still does not fit, the caller says so. Weights are checked before
     anything is timed.
     """
-    from bench.estimate import estimate_suite, format_duration
-    from bench.suite import check_weights
+    from bench.planning.estimate import estimate_suite, format_duration
+    from bench.suite.model import check_weights
 
     def build(**overrides: Any) -> tuple[CheckPlan, Estimate]:
         plan = build_check(data, **{**options, **overrides})

@@ -1,0 +1,1 @@
+"""How cells run: the driver, the table of executors, warm isolated workers, GPU slots, Ray."""
