@@ -26,6 +26,19 @@ _DURATION_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr
 NOT_IN_ID = ("num_workers", "timeout", "eval_batch_size", "compile")
 
 
+# Shares of a dataset held out: test when it has no test split of its own, validation out of
+# the training pool (never out of test).
+DEFAULT_TEST_FRACTION = 0.25
+DEFAULT_VAL_FRACTION = 0.1
+# One percentage point: about the seed-to-seed spread of a small fine-tuning run and one test
+# image in a hundred; a smaller gain rarely justifies changing how a model is trained. A suite
+# can change it under ``verdict: {min_effect: ...}``.
+DEFAULT_MIN_EFFECT = 0.01
+# Runs sharing one GPU at once (gpus, ray), and retries of a cell whose worker or node was lost (ray).
+DEFAULT_PER_GPU = 1
+DEFAULT_MAX_RETRIES = 2
+
+
 @dataclass(frozen=True)
 class ExecutorEntry:
     """Where an executor's class lives, and what the command line says of it."""
@@ -122,8 +135,8 @@ class DatasetConfig(_Strict):
     root: str | None = None
     download: bool = False
     path: str | None = None
-    test_fraction: float = Field(0.25, gt=0, lt=1)
-    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(DEFAULT_TEST_FRACTION, gt=0, lt=1)
+    val_fraction: float = Field(DEFAULT_VAL_FRACTION, ge=0, lt=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("sizes")
@@ -245,7 +258,7 @@ class VerdictConfig(_Strict):
     """What the verdict needs before it calls a winner."""
 
     min_effect: float = Field(
-        0.01, ge=0, lt=1, description="smallest difference in accuracy (0.01 = 1 point) worth a call"
+        DEFAULT_MIN_EFFECT, ge=0, lt=1, description="smallest difference in accuracy (0.01 = 1 point) worth a call"
     )
 
 

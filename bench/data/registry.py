@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from bench.config import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from bench.data.subsets import check_fraction
 from bench.errors import DataError
 
@@ -38,8 +39,8 @@ class DataConfig:
     root: Path = Path(DEFAULT_ROOT).expanduser()
     download: bool = False
     path: Path | None = None
-    test_fraction: float = 0.25
-    val_fraction: float = 0.1
+    test_fraction: float = DEFAULT_TEST_FRACTION
+    val_fraction: float = DEFAULT_VAL_FRACTION
     options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -63,8 +64,8 @@ class DataConfig:
             root=resolve_root(cfg.get("root")),
             download=bool(get("download", False)),
             path=Path(path).expanduser() if path is not None else None,
-            test_fraction=check_fraction(get("test_fraction", 0.25), "test_fraction", allow_zero=False),
-            val_fraction=check_fraction(get("val_fraction", 0.1), "val_fraction", allow_zero=True),
+            test_fraction=check_fraction(get("test_fraction", DEFAULT_TEST_FRACTION), "test_fraction", allow_zero=False),
+            val_fraction=check_fraction(get("val_fraction", DEFAULT_VAL_FRACTION), "val_fraction", allow_zero=True),
             options=dict(options),
         )
 

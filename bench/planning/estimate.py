@@ -25,6 +25,7 @@ from bench.planning.speeds import (
     speeds_from_store,
     split_sizes,
 )
+from bench.store import ResultStore, suite_store_path
 from bench.suite.model import Suite
 from bench.planning.survey import DataStatus, data_key, survey_data
 
@@ -103,9 +104,7 @@ def estimate_suite(
     results_dir = Path(results_dir)
     survey = survey if survey is not None else survey_data(suite)
     if statuses is None:
-        from bench.store import ResultStore
-
-        path = results_dir / f"{suite.name}.db"
+        path = suite_store_path(results_dir, suite.name)
         statuses = {}
         if path.is_file():
             with ResultStore(path, readonly=True) as store:
@@ -137,7 +136,7 @@ def estimate_suite(
         jobs.append(((stage["backbone"], training.get("image_size")), schedule(n_train, n_val, n_test, training),
                      training, len(counts["classes"])))
 
-    speeds = speeds_from_store(results_dir / f"{suite.name}.db", device, survey)
+    speeds = speeds_from_store(suite_store_path(results_dir, suite.name), device, survey)
     cache_path = results_dir / CACHE_FILE if cache else None
     needed = [(key, training, classes) for key, _, training, classes in jobs]
     used = choose_speeds(needed, speeds, device, suite.device, cache_path)

@@ -11,7 +11,6 @@ images it evaluates and a start-up cost.
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.config import DEFAULT_VAL_FRACTION
 from bench.records import STATUS_DONE, RunSpec, content_hash
 from bench.planning.survey import DataStatus, data_key
 
@@ -59,13 +59,12 @@ class Work:
 
 
 def schedule(n_train: int, n_val: int, n_test: int, training: dict[str, Any]) -> Work:
-    """The training loop's schedule for ``n_train`` images, as ``bench.training.cell.fit`` counts it."""
-    from bench.training.cell import MAX_VALIDATIONS
+    """The training loop's schedule for ``n_train`` images, as ``bench.training.loop.fit`` counts it."""
+    from bench.training.loop import epoch_schedule
 
     batch = int(training["batch_size"])
     steps_per_epoch = n_train // batch if n_train > batch else 1
-    epochs = max(int(training["epochs"]), math.ceil((training.get("min_steps") or 0) / steps_per_epoch))
-    every = max(1, math.ceil(epochs / MAX_VALIDATIONS))
+    epochs, every = epoch_schedule(steps_per_epoch, int(training["epochs"]), training.get("min_steps"))
     validations = epochs // every + (epochs % every != 0)
     return Work(
         train_images=epochs * steps_per_epoch * min(batch, n_train),
@@ -79,7 +78,7 @@ def split_sizes(spec_dataset: dict[str, Any], size: str, counts: dict[str, Any])
     from bench.data import resolve_per_class
     from bench.data.subsets import val_per_class
 
-    val_fraction = spec_dataset.get("val_fraction", 0.1)
+    val_fraction = spec_dataset.get("val_fraction", DEFAULT_VAL_FRACTION)
     n_train = int(resolve_per_class(size, counts["train"], val_fraction).sum())
     n_val = int(val_per_class(counts["train"], val_fraction).sum())
     return n_train, n_val, int(counts["test"].sum()), int(counts["train"].sum())

@@ -21,6 +21,7 @@ from bench.config import (  # noqa: F401  (re-exported: importers reach the mode
 from bench.errors import SuiteError
 from bench.records import RunSpec
 from bench.strategies import DEFAULT_STRATEGIES
+from bench.tuning import tuning_seeds_of
 from bench.suite.load import default_name, did_you_mean, read_yaml, shown, suite_error
 from bench.suite.plan import Plan, file_digest, plan_suite  # noqa: F401  (re-exported)
 
@@ -113,7 +114,7 @@ class Suite(_Strict):
 
     @property
     def tuning_seeds(self) -> list[int]:
-        return list(self.tuning.seeds) if self.tuning.seeds else self.seeds[:1]
+        return tuning_seeds_of(self.seeds, self.tuning.seeds)
 
     @model_validator(mode="after")
     def _cross_references(self) -> Suite:
