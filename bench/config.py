@@ -8,7 +8,6 @@ misspelt key is an error, never a silent default. Nothing here imports torch.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bench.errors import did_you_mean
 from bench.strategies import default_lrs, get_strategy
 from bench.tuning import DEFAULT_EXTENSIONS, DEFAULT_GRID, LR_FACTOR
 
@@ -261,8 +261,3 @@ class VerdictConfig(_Strict):
         DEFAULT_MIN_EFFECT, ge=0, lt=1, description="smallest difference in accuracy (0.01 = 1 point) worth a call"
     )
 
-
-def did_you_mean(word: str, choices: list[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing."""
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""

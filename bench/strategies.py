@@ -301,13 +301,12 @@ def default_lrs() -> dict[str, float]:
 
 def get_strategy(name: str) -> Strategy:
     """Look a strategy up by name; KeyError with suggestions when unknown."""
-    import difflib
+    from bench.errors import did_you_mean
 
     try:
         return STRATEGIES[name]
     except KeyError:
-        close = difflib.get_close_matches(str(name), list(STRATEGIES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(str(name), STRATEGIES)
         raise KeyError(
             f"unknown strategy {name!r}{hint}; known: {', '.join(STRATEGIES)} (see 'transfer-bench list strategies')"
         ) from None

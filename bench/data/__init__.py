@@ -15,6 +15,7 @@ from bench.data.registry import (
     describe_datasets,
     list_datasets,
     load_dataset,
+    unknown_dataset,
 )
 from bench.data.subsets import Subset, parse_size, resolve_per_class, select_subset
 
@@ -34,6 +35,7 @@ __all__ = [
     "parse_size",
     "resolve_per_class",
     "select_subset",
+    "unknown_dataset",
 ]
 
 

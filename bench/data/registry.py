@@ -7,7 +7,6 @@ imports torchvision at module level, so listing or validating names stays cheap.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import importlib
@@ -21,7 +20,7 @@ import numpy as np
 
 from bench.config import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from bench.data.subsets import check_fraction
-from bench.errors import DataError
+from bench.errors import DataError, did_you_mean, shown
 
 DEFAULT_ROOT = "~/.cache/transfer-bench/datasets"
 ROOT_ENV = "TRANSFER_BENCH_DATA"
@@ -217,9 +216,13 @@ def get_builder(name: str) -> DatasetBuilder:
     table = _table()
     if key in table:
         return table[key]
-    close = difflib.get_close_matches(key, list(table), n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise DataError(f"unknown dataset {name!r}{hint} (run `transfer-bench list datasets` to see all)")
+    raise DataError(unknown_dataset(name))
+
+
+def unknown_dataset(name: object) -> str:
+    """The one wording of a dataset name the registry does not hold, with the closest names it does."""
+    hint = did_you_mean(str(name).strip().lower(), _table())
+    return f"unknown dataset {shown(repr(name))}{hint}; see 'transfer-bench list datasets'"
 
 
 def load_dataset(cfg: Mapping[str, Any]) -> ImageDataset:
