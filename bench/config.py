@@ -157,10 +157,11 @@ class DatasetConfig(_Strict):
 
     @property
     def display_name(self) -> str:
+        """How reports name the dataset: its label, else an image folder's own name, else the registry name."""
         if self.label:
             return self.label
         if self.name.lower() == "imagefolder" and self.path:
-            return Path(self.path).name or self.name
+            return Path(self.path).expanduser().resolve().name or self.name
         return self.name
 
     def data_identity(self) -> dict[str, Any]:

@@ -311,3 +311,20 @@ def test_class_counts_are_saved_and_follow_a_folder_that_changes(tmp_path, monke
 
     saved.write_text("{damaged")
     assert class_counts(config)["classes"] == ["cat", "dog"]
+
+
+def test_a_folder_given_as_dot_is_named_alike_by_the_suite_and_the_loaded_dataset(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from bench.config import DatasetConfig
+
+    folder = tmp_path / "photos"
+    for name in ("cat", "dog"):
+        (folder / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (4, 4), (i, 0, 0)).save(folder / name / f"{i}.png")
+    monkeypatch.chdir(folder)
+    config = DatasetConfig(name="imagefolder", path=".", test_fraction=0.5)
+    assert config.display_name == "photos"
+    assert load_dataset(config.model_dump()).name == config.display_name
+    assert load_dataset({**config.model_dump(), "label": "pets"}).name == "pets"

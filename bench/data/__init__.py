@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from bench.data.registry import (
-    DataConfig,
     ImageDataset,
     class_counts,
+    dataset_config,
     describe_datasets,
     list_datasets,
     load_dataset,
@@ -24,10 +24,10 @@ _LOADER_NAMES = ("AUGMENTS", "BatchLoader", "make_loader")
 __all__ = [
     "AUGMENTS",
     "BatchLoader",
-    "DataConfig",
     "ImageDataset",
     "Subset",
     "class_counts",
+    "dataset_config",
     "describe_datasets",
     "list_datasets",
     "load_dataset",
