@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.records import STATUS_DONE, STATUS_FAILED, RunSpec
+from bench.config import TrainingConfig
+from bench.records import STATUS_DONE, STATUS_FAILED, RunSpec, pretrain_config
 from bench.planning.speeds import (
     CACHE_FILE,
     CALIBRATION,
@@ -118,10 +119,10 @@ def estimate_suite(
     device = device_label(suite.device)
 
     # (speed key, work, training, classes) for each cell and each pretrain stage still to train.
-    jobs: list[tuple[tuple[str, Any], Work, dict[str, Any], int]] = []
+    jobs: list[tuple[tuple[str, Any], Work, TrainingConfig, int]] = []
     for cell in cells:
         counts = survey[data_key(cell.dataset)].counts
-        jobs.append(((cell.model_name, cell.training.get("image_size")), cell_work(cell, counts), cell.training,
+        jobs.append(((cell.model_name, cell.training_config.image_size), cell_work(cell, counts), cell.training_config,
                      len(counts["classes"])))
     stages = {c.pretrain["key"]: c.pretrain for c in cells if c.pretrain}
     stage_count = 0
@@ -129,11 +130,11 @@ def estimate_suite(
         if checkpoint_path(results_dir / "pretrained", stage).is_file():
             continue
         stage_count += 1
-        config = stage["config"]
-        counts = survey[data_key(config["dataset"])].counts
-        n_train, n_val, n_test, _ = split_sizes(config["dataset"], "all", counts)
-        training = config["training"]
-        jobs.append(((stage["backbone"], training.get("image_size")), schedule(n_train, n_val, n_test, training),
+        config = pretrain_config(stage)
+        counts = survey[data_key(stage["config"]["dataset"])].counts
+        n_train, n_val, n_test, _ = split_sizes(config.dataset, "all", counts)
+        training = config.training
+        jobs.append(((stage["backbone"], training.image_size), schedule(n_train, n_val, n_test, training),
                      training, len(counts["classes"])))
 
     speeds = speeds_from_store(suite_store_path(results_dir, suite.name), device, survey)
