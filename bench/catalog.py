@@ -8,12 +8,13 @@ library itself before it is refused: the list only makes the common case fast.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
+
+from bench.errors import did_you_mean
 
 LIBRARIES = ("timm", "torchvision")
 CACHE_ENV = "TRANSFER_BENCH_CACHE"
@@ -85,8 +86,7 @@ def check_backbone(name: str) -> None:
     architecture = model.partition(".")[0] if library == "timm" else model
     if architecture in known_names(library) or _library_knows(library, model):
         return
-    close = difflib.get_close_matches(model, sorted(known_names(library)), n=3, cutoff=0.6)
-    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    hint = did_you_mean(model, sorted(known_names(library)))
     raise KeyError(f"unknown {library} backbone {model!r}{hint}; see 'transfer-bench list backbones'")
 
 

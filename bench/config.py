@@ -8,7 +8,6 @@ misspelt key is an error, never a silent default. Nothing here imports torch.
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bench.errors import did_you_mean
 from bench.strategies import default_lrs, get_strategy
 from bench.tuning import DEFAULT_EXTENSIONS, DEFAULT_GRID, LR_FACTOR
 
@@ -24,6 +24,19 @@ _DURATION_UNITS = {None: 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr
 
 # Training settings that change how fast a run goes but not what it learns stay out of the id.
 NOT_IN_ID = ("num_workers", "timeout", "eval_batch_size", "compile")
+
+
+# Shares of a dataset held out: test when it has no test split of its own, validation out of
+# the training pool (never out of test).
+DEFAULT_TEST_FRACTION = 0.25
+DEFAULT_VAL_FRACTION = 0.1
+# One percentage point: about the seed-to-seed spread of a small fine-tuning run and one test
+# image in a hundred; a smaller gain rarely justifies changing how a model is trained. A suite
+# can change it under ``verdict: {min_effect: ...}``.
+DEFAULT_MIN_EFFECT = 0.01
+# Runs sharing one GPU at once (gpus, ray), and retries of a cell whose worker or node was lost (ray).
+DEFAULT_PER_GPU = 1
+DEFAULT_MAX_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -122,8 +135,8 @@ class DatasetConfig(_Strict):
     root: str | None = None
     download: bool = False
     path: str | None = None
-    test_fraction: float = Field(0.25, gt=0, lt=1)
-    val_fraction: float = Field(0.1, ge=0, lt=1)
+    test_fraction: float = Field(DEFAULT_TEST_FRACTION, gt=0, lt=1)
+    val_fraction: float = Field(DEFAULT_VAL_FRACTION, ge=0, lt=1)
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("sizes")
@@ -144,10 +157,11 @@ class DatasetConfig(_Strict):
 
     @property
     def display_name(self) -> str:
+        """How reports name the dataset: its label, else an image folder's own name, else the registry name."""
         if self.label:
             return self.label
         if self.name.lower() == "imagefolder" and self.path:
-            return Path(self.path).name or self.name
+            return Path(self.path).expanduser().resolve().name or self.name
         return self.name
 
     def data_identity(self) -> dict[str, Any]:
@@ -245,11 +259,6 @@ class VerdictConfig(_Strict):
     """What the verdict needs before it calls a winner."""
 
     min_effect: float = Field(
-        0.01, ge=0, lt=1, description="smallest difference in accuracy (0.01 = 1 point) worth a call"
+        DEFAULT_MIN_EFFECT, ge=0, lt=1, description="smallest difference in accuracy (0.01 = 1 point) worth a call"
     )
 
-
-def did_you_mean(word: str, choices: list[str]) -> str:
-    """`` (did you mean 'x'?)`` for the closest of ``choices``, or nothing."""
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
 # Past this a message is reprinting a value, not naming it.
 _MAX_MESSAGE = 2000
+# Close enough to be a slip of the keyboard, and few enough to read on one line.
+_CLOSE_CUTOFF = 0.6
+_CLOSE_MAX = 3
 
 
 class BenchError(Exception):
@@ -44,3 +51,19 @@ def _one_line(text: str) -> str:
     """A message as one line of bounded length."""
     text = " ".join(text.splitlines())
     return text if len(text) <= _MAX_MESSAGE else f"{text[:_MAX_MESSAGE]}... ({len(text):,} characters)"
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A value as it appears in a one-line message: its repr, cut short."""
+    text = value if isinstance(value, str) else repr(value)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)``, or ``'x' or 'y'``, for the names in ``choices`` closest to ``word``; or nothing.
+
+    Every unknown-name message in the package words its suggestion with this.
+    """
+    close = difflib.get_close_matches(str(word), list(choices), n=_CLOSE_MAX, cutoff=_CLOSE_CUTOFF)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from bench.backbones import Backbone
+    from bench.config import TrainingConfig
 
 
 class StrategyParamError(ValueError):
@@ -113,7 +114,7 @@ class Strategy:
         """Whether only the head trains, so its minibatch loop can run on features extracted once."""
         return False
 
-    def adjust_training(self, training: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    def adjust_training(self, training: TrainingConfig, params: dict[str, Any]) -> TrainingConfig:
         """The training settings this strategy runs with, given the suite's."""
         return training
 
@@ -177,15 +178,16 @@ class Scratch(Strategy):
         if value <= 0:
             raise StrategyParamError(f"strategy 'scratch': budget={value} must be positive")
 
-    def adjust_training(self, training: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    def adjust_training(self, training: TrainingConfig, params: dict[str, Any]) -> TrainingConfig:
         budget = self.param(params, "budget")
         if budget == self.parameters["budget"][1]:
             return training
-        scaled = {**training, "epochs": max(1, math.ceil(training["epochs"] * budget))}
-        for key in ("min_steps", "time_budget"):
-            if training[key]:
-                scaled[key] = training[key] * budget if key == "time_budget" else math.ceil(training[key] * budget)
-        return scaled
+        scaled: dict[str, Any] = {"epochs": max(1, math.ceil(training.epochs * budget))}
+        if training.min_steps:
+            scaled["min_steps"] = math.ceil(training.min_steps * budget)
+        if training.time_budget:
+            scaled["time_budget"] = training.time_budget * budget
+        return training.model_copy(update=scaled)
 
     def tunes(self, key: str, params: dict[str, Any]) -> bool:
         # Scratch trains its whole model at one rate; the backbone scale never applies.
@@ -301,13 +303,12 @@ def default_lrs() -> dict[str, float]:
 
 def get_strategy(name: str) -> Strategy:
     """Look a strategy up by name; KeyError with suggestions when unknown."""
-    import difflib
+    from bench.errors import did_you_mean
 
     try:
         return STRATEGIES[name]
     except KeyError:
-        close = difflib.get_close_matches(str(name), list(STRATEGIES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(str(name), STRATEGIES)
         raise KeyError(
             f"unknown strategy {name!r}{hint}; known: {', '.join(STRATEGIES)} (see 'transfer-bench list strategies')"
         ) from None

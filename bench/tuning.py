@@ -238,12 +238,17 @@ def split_final(frame: Any, seeds: Sequence[int], tuning_seeds: Sequence[int]) -
     return frame[final], frame[~final]
 
 
+def tuning_seeds_of(seeds: Sequence[int], chosen: Sequence[int] | None) -> list[int]:
+    """The seeds a sweep runs on: the suite's ``tuning.seeds`` if it names any, else its first seed alone."""
+    return [int(s) for s in (chosen or seeds[:1])]
+
+
 def stored_seeds(suite: Any, frame: Any) -> tuple[list[int], list[int]]:
     """The suite's seeds and the sweep's, from a store's ``suite`` meta (or the runs, for hand-made stores)."""
     config = suite if isinstance(suite, dict) else {}
     seeds = [int(s) for s in config.get("seeds") or sorted(frame["seed"].unique())]
     tuning = config.get("tuning") if isinstance(config.get("tuning"), dict) else {}
-    return seeds, [int(s) for s in tuning.get("seeds") or seeds[:1]]
+    return seeds, tuning_seeds_of(seeds, tuning.get("seeds"))
 
 
 def mark_final(frame: Any, suite: Any) -> Any:

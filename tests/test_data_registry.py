@@ -98,6 +98,27 @@ def test_unknown_name_suggests_the_close_one_and_the_list_command():
         class_counts({"name": "imagenet21k"})
 
 
+def test_an_unknown_dataset_is_worded_alike_by_the_registry_and_the_suite():
+    from bench.errors import SuiteError
+    from bench.suite.model import suite_from_dict
+
+    with pytest.raises(DataError) as registry:
+        load_dataset({"name": "digts"})
+    with pytest.raises(SuiteError) as suite:
+        suite_from_dict({"name": "s", "backbones": ["test_resnet"], "datasets": ["digts"]})
+    assert str(suite.value).endswith(f": {registry.value}")
+    assert str(registry.value) == "unknown dataset 'digts' (did you mean 'digits'?); see 'transfer-bench list datasets'"
+
+
+def test_did_you_mean_offers_the_closest_names_first_and_nothing_when_none_is_close():
+    from bench.errors import did_you_mean
+
+    assert did_you_mean("fozen", ["full", "frozen", "partial"]) == " (did you mean 'frozen'?)"
+    assert did_you_mean("resnet5", ["resnet50", "resnet18", "resnet34", "resnet101"]).startswith(
+        " (did you mean 'resnet50' or ")
+    assert did_you_mean("zzz", ["full", "frozen"]) == ""
+
+
 def test_label_overrides_the_display_name():
     assert load_dataset({"name": "digits", "label": "handwritten"}).name == "handwritten"
 
@@ -290,3 +311,20 @@ def test_class_counts_are_saved_and_follow_a_folder_that_changes(tmp_path, monke
 
     saved.write_text("{damaged")
     assert class_counts(config)["classes"] == ["cat", "dog"]
+
+
+def test_a_folder_given_as_dot_is_named_alike_by_the_suite_and_the_loaded_dataset(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from bench.config import DatasetConfig
+
+    folder = tmp_path / "photos"
+    for name in ("cat", "dog"):
+        (folder / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (4, 4), (i, 0, 0)).save(folder / name / f"{i}.png")
+    monkeypatch.chdir(folder)
+    config = DatasetConfig(name="imagefolder", path=".", test_fraction=0.5)
+    assert config.display_name == "photos"
+    assert load_dataset(config.model_dump()).name == config.display_name
+    assert load_dataset({**config.model_dump(), "label": "pets"}).name == "pets"

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from bench.config import TrainingConfig
 from bench.errors import SuiteError
 from bench.planning.estimate import estimate_suite, format_bytes, format_duration, pending_cells
 from bench.execution.driver import run_suite
@@ -31,15 +32,15 @@ TRAINING = {"batch_size": 16, "epochs": 1, "min_steps": 2}
     ],
 )
 def test_schedule_counts_steps_as_the_training_loop_does(n_train, training, images):
-    assert schedule(n_train, 0, 0, training).train_images == images
+    assert schedule(n_train, 0, 0, TrainingConfig(**training)).train_images == images
 
 
 def test_schedule_counts_validations_up_to_the_cap_plus_the_test_set():
     from bench.training.cell import MAX_VALIDATIONS
 
-    few = schedule(100, 7, 50, {"batch_size": 10, "epochs": 5, "min_steps": None})
+    few = schedule(100, 7, 50, TrainingConfig(batch_size=10, epochs=5, min_steps=None))
     assert few.eval_images == 5 * 7 + 50
-    many = schedule(100, 7, 50, {"batch_size": 100, "epochs": 400, "min_steps": None})
+    many = schedule(100, 7, 50, TrainingConfig(batch_size=100, epochs=400, min_steps=None))
     assert many.eval_images == MAX_VALIDATIONS * 7 + 50
 
 

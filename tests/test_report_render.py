@@ -314,6 +314,41 @@ def test_each_baseline_is_judged_by_its_own_edge(tmp_path: Path) -> None:
     assert "transfer wins: full (pretrain:shapes)" in section.split("\n## ")[0]
 
 
+
+def test_a_compute_matched_scratch_adds_verdict_rows_but_not_crossover_sizes(tmp_path: Path) -> None:
+    """The crossover is where plain scratch catches up: one comparison per size, whatever other baselines ran."""
+    report = render_report(build_tuned_store(tmp_path / "m.db", matched=True), tmp_path / "m")
+    assert sorted(report.verdict["baseline"]) == ["scratch", "scratch[budget=2]"]
+    crossover = pd.read_csv(report.out_dir / "tables" / "crossover.csv", dtype=str)
+    assert list(crossover["sizes_compared"]) == ["10"]
+    assert list(report.crossover["sizes_compared"]) == ["10"]
+    # The terminal's summary says which baseline each of the two rows of the one size is against.
+    header, _, *rows = verdict_lines(report.verdict).splitlines()[:4]
+    assert "against" in header.split() and "vs scratch" not in header
+    assert [row.split()[4] for row in rows] == ["scratch", "scratch[budget=2]"]
+    plain = verdict_lines(report.verdict[report.verdict["baseline"] == "scratch"]).splitlines()
+    assert "vs scratch" in plain[0] and "against" not in plain[0].split()
+
+
+def test_a_render_groups_each_baseline_frame_into_cells_once(tmp_path: Path, monkeypatch) -> None:
+    import bench.report.across
+    import bench.report.cells
+    import bench.report.equivalent
+    import bench.report.render
+    import bench.report.verdict
+
+    grouped = []
+    real = bench.report.cells.group_cells
+
+    def counted(frame):
+        grouped.append(len(frame))
+        return real(frame)
+
+    for module in (bench.report.across, bench.report.equivalent, bench.report.render, bench.report.verdict):
+        monkeypatch.setattr(module, "group_cells", counted)
+    render_report(build_tuned_store(tmp_path / "m.db", matched=True), tmp_path / "m")
+    assert len(grouped) == 2  # plain scratch's frame, then the compute-matched scratch's
+
 # -- the pure pieces under the page ---------------------------------------------------------
 
 

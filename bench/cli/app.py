@@ -25,8 +25,8 @@ from bench.cli.output import (
     table,
 )
 from bench.cli.results import export, report
+from bench.config import DEFAULT_EXECUTOR, DEFAULT_MAX_RETRIES, DEFAULT_PER_GPU, EXECUTORS
 from bench.errors import BenchError
-from bench.execution.executors import DEFAULT_EXECUTOR, EXECUTORS
 
 DEFAULT_SUITE = Path("suites/quick.yaml")
 
@@ -61,9 +61,9 @@ def run(
     suite_file: Path = typer.Argument(DEFAULT_SUITE, metavar="SUITE", help="Suite YAML file."),
     executor: Optional[str] = typer.Option(None, "--executor", "-e", help=_executor_choices(notes=True, cluster=True)),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Runs at once (local: default 1; ray: default the cluster's GPUs or CPUs)."),
-    per_gpu: int = typer.Option(1, "--per-gpu", min=1, help="gpus, ray: runs sharing one GPU at once."),
+    per_gpu: int = typer.Option(DEFAULT_PER_GPU, "--per-gpu", min=1, help="gpus, ray: runs sharing one GPU at once."),
     address: Optional[str] = typer.Option(None, "--address", help="ray: the cluster, 'auto' or ray://HOST:PORT (default: a local instance)."),
-    max_retries: int = typer.Option(2, "--max-retries", min=0, help="ray: retries of a cell whose worker or node was lost."),
+    max_retries: int = typer.Option(DEFAULT_MAX_RETRIES, "--max-retries", min=0, help="ray: retries of a cell whose worker or node was lost."),
     oom_retry: bool = typer.Option(False, "--oom-retry", help="Retry a cell out of CUDA memory once at half the batch size."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed cells again."),
     force: bool = typer.Option(False, "--force", help="Run every cell again, done ones included."),

@@ -67,24 +67,34 @@ def render(db: Path, out: Path) -> None:
 
 
 def verdict_lines(verdict) -> str:
-    """The verdict as a short terminal table, one line per backbone, dataset and size; then why any is inconclusive."""
+    """The verdict as a short terminal table, one line per backbone, dataset and size; then why any is inconclusive.
+
+    A suite that also runs a compute-matched scratch has a row per size against each baseline:
+    the table then says which baseline each row is against.
+    """
     from bench.report.rules import CALL_INCONCLUSIVE
+    from bench.report.tables import SCRATCH
     from bench.report.wording import describe_interval, inconclusive_reason, pts
 
+    baselines = list(dict.fromkeys(verdict["baseline"])) if "baseline" in verdict else [SCRATCH]
+    several = len(baselines) > 1
     rows, reasons = [], []
     for _, row in verdict.iterrows():
+        baseline = str(row.get("baseline", SCRATCH))
         if row["call"] == CALL_INCONCLUSIVE:
-            against = f" vs {row['baseline']}" if row.get("baseline", "scratch") != "scratch" else ""
+            against = f" vs {baseline}" if baseline != SCRATCH else ""
             where = f"{row['backbone']} {row['dataset']} {row['size']}{against}"
             reasons.append(f"{where}: inconclusive: {inconclusive_reason(row)}")
         diff = row.get("mean_diff")
         interval = describe_interval(row)
         rows.append((
             str(row["backbone"]), str(row["dataset"]), str(row["size"]), str(row.get("best_strategy", "")),
+            *([baseline] if several else []),
             "" if diff is None or diff != diff else pts(diff), interval,
             f"{int(row.get('wins', 0))}/{int(row.get('ties', 0))}/{int(row.get('losses', 0))}", str(row["call"]),
         ))
-    header = ("backbone", "dataset", "size", "best transfer", "vs scratch", "95% CI (pts)", "W/T/L", "verdict")
+    against = ("against", "gain (pts)") if several else (f"vs {SCRATCH}",)
+    header = ("backbone", "dataset", "size", "best transfer", *against, "95% CI (pts)", "W/T/L", "verdict")
     return "\n".join([table(header, rows), *reasons])
 
 

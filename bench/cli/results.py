@@ -10,19 +10,20 @@ import typer
 
 from bench.cli.output import guard, render
 from bench.errors import BenchError
+from bench.store import STORE_SUFFIX, suite_store_path
 
 
 def resolve_db(target: str, results_dir: Path) -> tuple[Path, str]:
     """A store path and suite name from a ``.db`` path, a suite file, or a suite name."""
     path = Path(target)
-    if path.suffix == ".db":
+    if path.suffix == STORE_SUFFIX:
         return path, path.stem
     if path.suffix in (".yaml", ".yml"):
         from bench.suite.model import load_suite
 
         suite = load_suite(path)
-        return results_dir / f"{suite.name}.db", suite.name
-    return results_dir / f"{target}.db", target
+        return suite_store_path(results_dir, suite.name), suite.name
+    return suite_store_path(results_dir, target), target
 
 
 @guard

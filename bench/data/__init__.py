@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 from bench.data.registry import (
-    DataConfig,
     ImageDataset,
     class_counts,
+    dataset_config,
     describe_datasets,
     list_datasets,
     load_dataset,
+    unknown_dataset,
 )
 from bench.data.subsets import Subset, parse_size, resolve_per_class, select_subset
 
@@ -23,10 +24,10 @@ _LOADER_NAMES = ("AUGMENTS", "BatchLoader", "make_loader")
 __all__ = [
     "AUGMENTS",
     "BatchLoader",
-    "DataConfig",
     "ImageDataset",
     "Subset",
     "class_counts",
+    "dataset_config",
     "describe_datasets",
     "list_datasets",
     "load_dataset",
@@ -34,6 +35,7 @@ __all__ = [
     "parse_size",
     "resolve_per_class",
     "select_subset",
+    "unknown_dataset",
 ]
 
 

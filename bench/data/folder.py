@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from bench.data.registry import DataConfig, DatasetBuilder, ImageDataset, read_options
+from bench.config import DatasetConfig
+from bench.data.registry import DatasetBuilder, ImageDataset, read_options, resolve_path
 from bench.data.subsets import holdout_split
 from bench.errors import DataError
 
@@ -86,19 +87,20 @@ def _scan(split_dir: Path, *, verify: bool) -> _Scan:
     return scan
 
 
-def _folder(config: DataConfig) -> Path:
-    if config.path is None:
+def _folder(config: DatasetConfig) -> Path:
+    path = resolve_path(config.path)
+    if path is None:
         raise DataError("dataset 'imagefolder' needs a 'path': a folder of class folders, or with train/ and test/")
-    if not config.path.is_dir():
-        raise DataError(f"image folder {config.path} does not exist or is not a folder")
-    return config.path
+    if not path.is_dir():
+        raise DataError(f"image folder {path} does not exist or is not a folder")
+    return path
 
 
-def _collect(config: DataConfig, *, verify: bool) -> ImageDataset:
+def _collect(config: DatasetConfig, *, verify: bool) -> ImageDataset:
     """The folder as a file-backed dataset; ``verify`` decodes headers to catch corrupt files."""
     read_options(config, {})
     root = _folder(config)
-    label = config.display_name(root.resolve().name)
+    label = config.display_name
     train_dir, test_dir = root / "train", root / "test"
     if test_dir.is_dir() and not train_dir.is_dir():
         raise DataError(f"image folder {root} has test/ but no train/")
@@ -161,12 +163,12 @@ def _require_classes(classes: list[str], split_dir: Path) -> None:
         )
 
 
-def load_imagefolder(config: DataConfig) -> ImageDataset:
+def load_imagefolder(config: DatasetConfig) -> ImageDataset:
     """Every image PIL can verify, labelled by its class folder; bad files and empty classes go to ``problems``."""
     return _collect(config, verify=True)
 
 
-def count_imagefolder(config: DataConfig) -> dict[str, Any]:
+def count_imagefolder(config: DatasetConfig) -> dict[str, Any]:
     """Per-class file counts without decoding (zero-byte files excluded, other corrupt files not yet)."""
     return _collect(config, verify=False).class_counts()
 

@@ -1,4 +1,7 @@
-"""The dataset record, its config, and the name -> builder table every lookup goes through.
+"""The dataset record and the name -> builder table every lookup goes through.
+
+A dataset is described by the suite's one schema, ``bench.config.DatasetConfig``; ``dataset_config``
+checks a plain dict against it.
 
 Builders live in ``synthetic``, ``rendered``, ``folder`` and ``tvsets``; each declares its own ``DATASETS``
 so a name is defined in exactly one place. They are imported on first lookup, and none of them
@@ -7,7 +10,6 @@ imports torchvision at module level, so listing or validating names stays cheap.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import importlib
@@ -18,9 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+from pydantic import ValidationError
 
-from bench.data.subsets import check_fraction
-from bench.errors import DataError
+from bench.config import DatasetConfig
+from bench.errors import DataError, did_you_mean, shown
 
 DEFAULT_ROOT = "~/.cache/transfer-bench/datasets"
 ROOT_ENV = "TRANSFER_BENCH_DATA"
@@ -29,53 +32,23 @@ SPLITS = ("train", "test")
 _BUILDER_MODULES = ("bench.data.synthetic", "bench.data.rendered", "bench.data.folder", "bench.data.tvsets")
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    """A dataset config dict, normalised: lower-case name, resolved root, checked fractions."""
-
-    name: str
-    label: str | None = None
-    root: Path = Path(DEFAULT_ROOT).expanduser()
-    download: bool = False
-    path: Path | None = None
-    test_fraction: float = 0.25
-    val_fraction: float = 0.1
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, cfg: Mapping[str, Any]) -> DataConfig:
-        """Build from the suite's dataset dict; keys this package does not use (``sizes``) are ignored."""
-        if "name" not in cfg or not isinstance(cfg["name"], str) or not cfg["name"].strip():
+def dataset_config(cfg: Mapping[str, Any] | DatasetConfig) -> DatasetConfig:
+    """``cfg`` as the suite's dataset schema with its name stripped and lower-cased; a bad field raises DataError."""
+    if not isinstance(cfg, DatasetConfig):
+        if not isinstance(cfg.get("name"), str) or not cfg["name"].strip():
             raise DataError(f"dataset config needs a 'name' (one of: {', '.join(list_datasets())})")
-
-        def get(key: str, default: Any) -> Any:
-            # A dumped pydantic model carries None for unset fields; None means "use the default".
-            value = cfg.get(key)
-            return default if value is None else value
-
-        options = get("options", {})
-        if not isinstance(options, Mapping):
-            raise DataError(f"dataset {cfg['name']!r}: options must be a mapping, got {options!r}")
-        path = cfg.get("path")
-        return cls(
-            name=cfg["name"].strip().lower(),
-            label=cfg.get("label"),
-            root=resolve_root(cfg.get("root")),
-            download=bool(get("download", False)),
-            path=Path(path).expanduser() if path is not None else None,
-            test_fraction=check_fraction(get("test_fraction", 0.25), "test_fraction", allow_zero=False),
-            val_fraction=check_fraction(get("val_fraction", 0.1), "val_fraction", allow_zero=True),
-            options=dict(options),
-        )
-
-    def display_name(self, default: str | None = None) -> str:
-        """The label if set, else ``default``, else the registry name."""
-        if self.label is not None:
-            return str(self.label)
-        return default if default is not None else self.name
+        try:
+            # A dumped model carries None for unset fields; None means "use the default".
+            cfg = DatasetConfig.model_validate({key: value for key, value in cfg.items() if value is not None})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            raise DataError(f"dataset {shown(repr(cfg['name']))}: {where} {shown(repr(error.get('input')))}: {message}") from None
+    return cfg.model_copy(update={"name": cfg.name.strip().lower()})
 
 
-def read_options(config: DataConfig, defaults: Mapping[str, Any]) -> dict[str, Any]:
+def read_options(config: DatasetConfig, defaults: Mapping[str, Any]) -> dict[str, Any]:
     """``defaults`` overlaid with the config's options; an option the dataset does not take raises DataError."""
     unknown = sorted(set(config.options) - set(defaults))
     if unknown:
@@ -84,6 +57,11 @@ def read_options(config: DataConfig, defaults: Mapping[str, Any]) -> dict[str, A
             f"dataset {config.name!r} has no option {', '.join(repr(k) for k in unknown)} (accepted: {accepted})"
         )
     return {**defaults, **{k: v for k, v in config.options.items() if v is not None}}
+
+
+def resolve_path(path: str | os.PathLike[str] | None) -> Path | None:
+    """A dataset's own ``path`` (an image folder), with ``~`` expanded."""
+    return None if path is None else Path(path).expanduser()
 
 
 def resolve_root(root: str | os.PathLike[str] | None) -> Path:
@@ -184,8 +162,8 @@ class DatasetBuilder:
 
     name: str
     description: str
-    load: Callable[[DataConfig], ImageDataset]
-    counts: Callable[[DataConfig], dict[str, Any]]
+    load: Callable[[DatasetConfig], ImageDataset]
+    counts: Callable[[DatasetConfig], dict[str, Any]]
 
 
 @functools.lru_cache(maxsize=1)
@@ -216,14 +194,18 @@ def get_builder(name: str) -> DatasetBuilder:
     table = _table()
     if key in table:
         return table[key]
-    close = difflib.get_close_matches(key, list(table), n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    raise DataError(f"unknown dataset {name!r}{hint} (run `transfer-bench list datasets` to see all)")
+    raise DataError(unknown_dataset(name))
+
+
+def unknown_dataset(name: object) -> str:
+    """The one wording of a dataset name the registry does not hold, with the closest names it does."""
+    hint = did_you_mean(str(name).strip().lower(), _table())
+    return f"unknown dataset {shown(repr(name))}{hint}; see 'transfer-bench list datasets'"
 
 
 def load_dataset(cfg: Mapping[str, Any]) -> ImageDataset:
     """Load the dataset a config dict names: training pool, fixed test split and any problems found."""
-    config = DataConfig.from_dict(cfg)
+    config = dataset_config(cfg)
     return get_builder(config.name).load(config)
 
 
@@ -235,7 +217,7 @@ def class_counts(cfg: Mapping[str, Any]) -> dict[str, Any]:
     in the user's cache under a key of everything they depend on: the config, the library
     versions, and for a folder on disk the state of its directories.
     """
-    config = DataConfig.from_dict(cfg)
+    config = dataset_config(cfg)
     path = _counts_path(config)
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
@@ -279,7 +261,7 @@ def folder_fingerprint(folder: str) -> tuple[Any, ...]:
 COUNTS_VERSION = 1
 
 
-def _counts_path(config: DataConfig) -> Path:
+def _counts_path(config: DatasetConfig) -> Path:
     from importlib import metadata
 
     from bench.catalog import cache_dir
@@ -290,8 +272,9 @@ def _counts_path(config: DataConfig) -> Path:
         except metadata.PackageNotFoundError:
             return "-"
 
-    on_disk = config.path if config.path is not None else config.root / config.name
-    key = [COUNTS_VERSION, config.name, sorted(config.options.items(), key=str), str(config.path), str(config.root),
+    path, root = resolve_path(config.path), resolve_root(config.root)
+    on_disk = path if path is not None else root / config.name
+    key = [COUNTS_VERSION, config.name, sorted(config.options.items(), key=str), str(path), str(root),
            config.download, config.test_fraction, version("scikit-learn"), version("torchvision"),
            folder_fingerprint(str(on_disk))]
     digest = hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24]

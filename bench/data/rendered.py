@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.data.registry import DataConfig, DatasetBuilder, ImageDataset, read_options
+from bench.config import DatasetConfig
+from bench.data.registry import DatasetBuilder, ImageDataset, read_options
 from bench.errors import DataError
 
 DIGITS = [str(d) for d in range(10)]
@@ -129,7 +130,7 @@ def render_digits(labels: np.ndarray, opts: dict[str, Any], rng: np.random.Gener
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
-def _options(config: DataConfig) -> dict[str, Any]:
+def _options(config: DatasetConfig) -> dict[str, Any]:
     opts = read_options(config, RENDERED_DEFAULTS)
     for key in _INTEGER_OPTIONS:
         value = opts[key]
@@ -161,13 +162,13 @@ def _split(opts: dict[str, Any], per_class: int, stream: int) -> tuple[np.ndarra
     return render_digits(labels, opts, rng), labels
 
 
-def load_rendered_digits(config: DataConfig) -> ImageDataset:
+def load_rendered_digits(config: DatasetConfig) -> ImageDataset:
     """Rendered digits, deterministic from the ``seed`` option, with their own rendered test split."""
     opts = _options(config)
     train_images, train_labels = _split(opts, opts["per_class"], stream=0)
     test_images, test_labels = _split(opts, opts["test_per_class"], stream=1)
     return ImageDataset(
-        name=config.display_name(),
+        name=config.display_name,
         classes=list(DIGITS),
         train_labels=train_labels,
         test_labels=test_labels,
@@ -176,7 +177,7 @@ def load_rendered_digits(config: DataConfig) -> ImageDataset:
     )
 
 
-def count_rendered_digits(config: DataConfig) -> dict[str, Any]:
+def count_rendered_digits(config: DatasetConfig) -> dict[str, Any]:
     """Per-class counts from the options, without drawing."""
     opts = _options(config)
     k = len(DIGITS)

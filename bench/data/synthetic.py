@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.data.registry import DataConfig, DatasetBuilder, ImageDataset, counts_dict, read_options
+from bench.config import DatasetConfig
+from bench.data.registry import DatasetBuilder, ImageDataset, counts_dict, read_options
 from bench.data.subsets import holdout_split
 from bench.errors import DataError
 
@@ -55,14 +56,14 @@ def _digits_raw() -> tuple[np.ndarray, np.ndarray]:
     return images, bunch.target.astype(np.int64)
 
 
-def load_digits(config: DataConfig) -> ImageDataset:
+def load_digits(config: DatasetConfig) -> ImageDataset:
     """scikit-learn's 1797 8x8 digits as RGB uint8, with a fixed stratified test hold-out."""
     read_options(config, {})
     images, labels = _digits_raw()
     pool, test = holdout_split(labels, config.test_fraction, seed=0)
     rgb = _to_rgb(images)
     return ImageDataset(
-        name=config.display_name(),
+        name=config.display_name,
         classes=list(DIGIT_CLASSES),
         train_labels=labels[pool],
         test_labels=labels[test],
@@ -71,7 +72,7 @@ def load_digits(config: DataConfig) -> ImageDataset:
     )
 
 
-def count_digits(config: DataConfig) -> dict[str, Any]:
+def count_digits(config: DatasetConfig) -> dict[str, Any]:
     """Per-class counts of the digits pool and hold-out."""
     read_options(config, {})
     _, labels = _digits_raw()
@@ -79,7 +80,7 @@ def count_digits(config: DataConfig) -> dict[str, Any]:
     return counts_dict(DIGIT_CLASSES, labels[pool], labels[test])
 
 
-def _shape_options(config: DataConfig) -> dict[str, int]:
+def _shape_options(config: DatasetConfig) -> dict[str, int]:
     opts = read_options(config, SHAPE_DEFAULTS)
     out: dict[str, int] = {}
     for key, value in opts.items():
@@ -133,13 +134,13 @@ def _shape_split(opts: dict[str, int], per_class: int, stream: int) -> tuple[np.
     return draw_shapes(labels, opts["image_size"], rng), labels
 
 
-def load_shapes(config: DataConfig) -> ImageDataset:
+def load_shapes(config: DatasetConfig) -> ImageDataset:
     """Procedural shapes, deterministic from the ``seed`` option, with their own generated test split."""
     opts = _shape_options(config)
     train_images, train_labels = _shape_split(opts, opts["per_class"], stream=0)
     test_images, test_labels = _shape_split(opts, opts["test_per_class"], stream=1)
     return ImageDataset(
-        name=config.display_name(),
+        name=config.display_name,
         classes=list(SHAPES)[: opts["classes"]],
         train_labels=train_labels,
         test_labels=test_labels,
@@ -148,7 +149,7 @@ def load_shapes(config: DataConfig) -> ImageDataset:
     )
 
 
-def count_shapes(config: DataConfig) -> dict[str, Any]:
+def count_shapes(config: DatasetConfig) -> dict[str, Any]:
     """Per-class counts of the shapes set, computed from its options without drawing."""
     opts = _shape_options(config)
     k = opts["classes"]

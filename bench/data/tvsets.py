@@ -13,7 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bench.data.registry import DataConfig, DatasetBuilder, ImageDataset, counts_dict, read_options
+from bench.config import DatasetConfig
+from bench.data.registry import DatasetBuilder, ImageDataset, counts_dict, read_options, resolve_root
 from bench.data.subsets import holdout_split
 from bench.errors import DataError
 
@@ -91,18 +92,18 @@ TV_SETS: dict[str, TvSet] = {
 }
 
 
-def _construct(spec: TvSet, config: DataConfig, kwargs: dict[str, Any]) -> Any:
+def _construct(spec: TvSet, config: DatasetConfig, kwargs: dict[str, Any]) -> Any:
     import torchvision.datasets
 
     cls = getattr(torchvision.datasets, spec.cls)
     try:
-        return cls(root=str(config.root), download=config.download, **spec.fixed, **kwargs)
+        return cls(root=str(resolve_root(config.root)), download=config.download, **spec.fixed, **kwargs)
     except (RuntimeError, OSError) as exc:
         # torchvision reports missing files as RuntimeError, failed downloads as URLError/OSError.
         if config.download:
-            raise DataError(f"dataset {spec.name!r} could not be downloaded to {config.root}: {exc}") from exc
+            raise DataError(f"dataset {spec.name!r} could not be downloaded to {resolve_root(config.root)}: {exc}") from exc
         raise DataError(
-            f"dataset {spec.name!r} not found under {config.root}; set download: true in the suite "
+            f"dataset {spec.name!r} not found under {resolve_root(config.root)}; set download: true in the suite "
             f"(needs internet) or point root at a copy"
         ) from exc
 
@@ -196,7 +197,7 @@ def _take(items: Any, indices: np.ndarray) -> Any:
 
 
 def _split(
-    spec: TvSet, config: DataConfig, *, with_images: bool
+    spec: TvSet, config: DatasetConfig, *, with_images: bool
 ) -> tuple[list[str], dict[str, np.ndarray], dict[str, Any]]:
     """(classes, labels per split, images or files per split, or empty without ``with_images``)."""
     read_options(config, {})
@@ -215,12 +216,12 @@ def _split(
     return classes, labels, items
 
 
-def _loader(spec: TvSet) -> Callable[[DataConfig], ImageDataset]:
-    def load(config: DataConfig) -> ImageDataset:
+def _loader(spec: TvSet) -> Callable[[DatasetConfig], ImageDataset]:
+    def load(config: DatasetConfig) -> ImageDataset:
         classes, labels, items = _split(spec, config, with_images=True)
         kind = "images" if spec.in_memory else "files"
         return ImageDataset(
-            name=config.display_name(),
+            name=config.display_name,
             classes=classes,
             train_labels=labels["train"],
             test_labels=labels["test"],
@@ -231,8 +232,8 @@ def _loader(spec: TvSet) -> Callable[[DataConfig], ImageDataset]:
     return load
 
 
-def _counter(spec: TvSet) -> Callable[[DataConfig], dict[str, Any]]:
-    def counts(config: DataConfig) -> dict[str, Any]:
+def _counter(spec: TvSet) -> Callable[[DatasetConfig], dict[str, Any]]:
+    def counts(config: DatasetConfig) -> dict[str, Any]:
         classes, labels, _ = _split(spec, config, with_images=False)
         return counts_dict(classes, labels["train"], labels["test"])
 

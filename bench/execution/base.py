@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.config import DEFAULT_MAX_RETRIES, DEFAULT_PER_GPU
 from bench.execution.worker import describe_failure, execute
 
 # Seconds between SIGTERM and SIGKILL when a run is stopped: time to flush, not to finish.
@@ -62,9 +63,9 @@ class ExecutorOptions:
     """Every option an executor can be built with by name; each executor reads the ones it has."""
 
     jobs: int | None = None
-    per_gpu: int = 1
+    per_gpu: int = DEFAULT_PER_GPU
     address: str | None = None
-    max_retries: int = 2
+    max_retries: int = DEFAULT_MAX_RETRIES
     kill_grace_s: float = KILL_GRACE_S
     warm: bool = True
     threads: int | None = None

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.config import TrainingConfig
+from bench.config import DEFAULT_MAX_RETRIES, DEFAULT_PER_GPU, TrainingConfig
 from bench.errors import StoreError, SuiteError
 from bench.execution.executors import ABANDONED, Executor, Job, Message, Outcome, make_executor
 from bench.execution.progress import Observer, RunSummary, SilentObserver  # noqa: F401  (re-exported)
@@ -26,7 +26,7 @@ from bench.execution.sweep import finish_sweeps, sweep_state
 from bench.failures import OUT_OF_MEMORY, classify
 from bench.failures import normalise_error as normalise_error  # re-exported
 from bench.records import STATUS_DONE, STATUS_FAILED, TEST_METRICS, RunResult, RunSpec, pretrain_config
-from bench.store import ResultStore, check_store_path, owner_id, retire_owner
+from bench.store import ResultStore, check_store_path, owner_id, retire_owner, suite_store_path
 from bench.suite.model import Suite, check_weights
 
 HEARTBEAT_S = 60.0
@@ -34,7 +34,7 @@ _POLL_S = 0.2
 
 
 def store_path_for(suite: Suite, results_dir: str | Path = "results") -> Path:
-    return Path(results_dir) / f"{suite.name}.db"
+    return suite_store_path(results_dir, suite.name)
 
 
 def preflight(suite: Suite, results_dir: str | Path = "results") -> None:
@@ -69,9 +69,9 @@ def run_suite(
     force: bool = False,
     observer: Observer | None = None,
     cache_dir: str | Path | None = None,
-    per_gpu: int = 1,
+    per_gpu: int = DEFAULT_PER_GPU,
     address: str | None = None,
-    max_retries: int = 2,
+    max_retries: int = DEFAULT_MAX_RETRIES,
     oom_retry: int = 0,
 ) -> RunSummary:
     """Run every pending cell of ``suite`` into ``results/<name>.db`` and return a summary.

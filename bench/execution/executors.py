@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib
 
-from bench.config import DEFAULT_EXECUTOR, EXECUTOR_NAMES, EXECUTORS, ExecutorEntry
+from bench.config import (
+    DEFAULT_EXECUTOR, DEFAULT_MAX_RETRIES, DEFAULT_PER_GPU, EXECUTOR_NAMES, EXECUTORS, ExecutorEntry,
+)
 from bench.errors import BenchError
 from bench.execution.base import (
     ABANDONED,
@@ -37,8 +39,8 @@ def executor_class(name: str) -> type[Executor]:
 
 
 def make_executor(
-    kind: str, *, jobs: int | None = None, per_gpu: int = 1, address: str | None = None,
-    max_retries: int = 2, kill_grace_s: float = KILL_GRACE_S, warm: bool = True, threads: int | None = None,
+    kind: str, *, jobs: int | None = None, per_gpu: int = DEFAULT_PER_GPU, address: str | None = None,
+    max_retries: int = DEFAULT_MAX_RETRIES, kill_grace_s: float = KILL_GRACE_S, warm: bool = True, threads: int | None = None,
 ) -> Executor:
     """Build an executor by its name in ``EXECUTORS``; each takes the options it understands.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from bench.config import DEFAULT_PER_GPU
 from bench.errors import BenchError
 from bench.execution.base import ExecutorOptions
 from bench.execution.local import SubprocessExecutor
@@ -22,7 +23,7 @@ def visible_gpus() -> list[str]:
         return []
 
 
-def gpu_slot_env(gpus: list[str], per_gpu: int = 1) -> list[dict[str, str]]:
+def gpu_slot_env(gpus: list[str], per_gpu: int = DEFAULT_PER_GPU) -> list[dict[str, str]]:
     """One environment per slot: each GPU repeated ``per_gpu`` times, slots spread across GPUs."""
     return [{"CUDA_VISIBLE_DEVICES": gpu} for _ in range(per_gpu) for gpu in gpus]
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.config import DEFAULT_MAX_RETRIES, DEFAULT_PER_GPU
 from bench.errors import BenchError
 from bench.execution.base import ABANDONED, Executor, ExecutorOptions, Job, Outcome
 
@@ -50,7 +51,7 @@ class RayExecutor(Executor):
     """One Ray task per job on the cluster at ``address`` (``auto``, ``ray://host:port``, or None: local)."""
 
     def __init__(
-        self, address: str | None = None, *, slots: int | None = None, per_gpu: int = 1, max_retries: int = 2,
+        self, address: str | None = None, *, slots: int | None = None, per_gpu: int = DEFAULT_PER_GPU, max_retries: int = DEFAULT_MAX_RETRIES,
         runtime_env: dict[str, Any] | None = None, init_options: dict[str, Any] | None = None,
     ):
         ray = _import_ray()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.config import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
 from bench.suite.model import Suite, suite_from_dict
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def build_check(
     from bench.data import class_counts, load_dataset
 
     entry = dataset_entry(data)
-    probe = {**entry, "test_fraction": 0.25, "val_fraction": 0.1, "options": {}, "root": None, "download": False}
+    probe = {**entry, "test_fraction": DEFAULT_TEST_FRACTION, "val_fraction": DEFAULT_VAL_FRACTION, "options": {}, "root": None, "download": False}
     problems: list[str] = []
     if entry["name"] == "imagefolder":
         # Decoding every image once up front names the corrupt ones before a night is spent.
@@ -100,7 +101,7 @@ def build_check(
         "name": name or _check_name(entry),
         "description": f"check: does transfer beat scratch on {data}?",
         "backbones": [{"name": backbone, "weights": [weights]}],
-        "datasets": [{**entry, "sizes": sizes or default_sizes(smallest, 0.1)}],
+        "datasets": [{**entry, "sizes": sizes or default_sizes(smallest, DEFAULT_VAL_FRACTION)}],
         "strategies": TRANSFER_STRATEGIES,
         "seeds": list(range(seeds)),
         "training": training,

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.records import STATUS_DONE, STATUS_FAILED, RunSpec
+from bench.config import TrainingConfig
+from bench.records import STATUS_DONE, STATUS_FAILED, RunSpec, pretrain_config
 from bench.planning.speeds import (
     CACHE_FILE,
     CALIBRATION,
@@ -25,6 +26,7 @@ from bench.planning.speeds import (
     speeds_from_store,
     split_sizes,
 )
+from bench.store import ResultStore, suite_store_path
 from bench.suite.model import Suite
 from bench.planning.survey import DataStatus, data_key, survey_data
 
@@ -103,9 +105,7 @@ def estimate_suite(
     results_dir = Path(results_dir)
     survey = survey if survey is not None else survey_data(suite)
     if statuses is None:
-        from bench.store import ResultStore
-
-        path = results_dir / f"{suite.name}.db"
+        path = suite_store_path(results_dir, suite.name)
         statuses = {}
         if path.is_file():
             with ResultStore(path, readonly=True) as store:
@@ -119,10 +119,10 @@ def estimate_suite(
     device = device_label(suite.device)
 
     # (speed key, work, training, classes) for each cell and each pretrain stage still to train.
-    jobs: list[tuple[tuple[str, Any], Work, dict[str, Any], int]] = []
+    jobs: list[tuple[tuple[str, Any], Work, TrainingConfig, int]] = []
     for cell in cells:
         counts = survey[data_key(cell.dataset)].counts
-        jobs.append(((cell.model_name, cell.training.get("image_size")), cell_work(cell, counts), cell.training,
+        jobs.append(((cell.model_name, cell.training_config.image_size), cell_work(cell, counts), cell.training_config,
                      len(counts["classes"])))
     stages = {c.pretrain["key"]: c.pretrain for c in cells if c.pretrain}
     stage_count = 0
@@ -130,14 +130,14 @@ def estimate_suite(
         if checkpoint_path(results_dir / "pretrained", stage).is_file():
             continue
         stage_count += 1
-        config = stage["config"]
-        counts = survey[data_key(config["dataset"])].counts
-        n_train, n_val, n_test, _ = split_sizes(config["dataset"], "all", counts)
-        training = config["training"]
-        jobs.append(((stage["backbone"], training.get("image_size")), schedule(n_train, n_val, n_test, training),
+        config = pretrain_config(stage)
+        counts = survey[data_key(stage["config"]["dataset"])].counts
+        n_train, n_val, n_test, _ = split_sizes(config.dataset, "all", counts)
+        training = config.training
+        jobs.append(((stage["backbone"], training.image_size), schedule(n_train, n_val, n_test, training),
                      training, len(counts["classes"])))
 
-    speeds = speeds_from_store(results_dir / f"{suite.name}.db", device, survey)
+    speeds = speeds_from_store(suite_store_path(results_dir, suite.name), device, survey)
     cache_path = results_dir / CACHE_FILE if cache else None
     needed = [(key, training, classes) for key, _, training, classes in jobs]
     used = choose_speeds(needed, speeds, device, suite.device, cache_path)

@@ -11,7 +11,6 @@ images it evaluates and a start-up cost.
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.config import DatasetConfig, TrainingConfig
 from bench.records import STATUS_DONE, RunSpec, content_hash
 from bench.planning.survey import DataStatus, data_key
 
@@ -58,28 +58,27 @@ class Work:
     probe: bool = False
 
 
-def schedule(n_train: int, n_val: int, n_test: int, training: dict[str, Any]) -> Work:
-    """The training loop's schedule for ``n_train`` images, as ``bench.training.cell.fit`` counts it."""
-    from bench.training.cell import MAX_VALIDATIONS
+def schedule(n_train: int, n_val: int, n_test: int, training: TrainingConfig) -> Work:
+    """The training loop's schedule for ``n_train`` images, as ``bench.training.loop.fit`` counts it."""
+    from bench.training.loop import epoch_schedule
 
-    batch = int(training["batch_size"])
+    batch = training.batch_size
     steps_per_epoch = n_train // batch if n_train > batch else 1
-    epochs = max(int(training["epochs"]), math.ceil((training.get("min_steps") or 0) / steps_per_epoch))
-    every = max(1, math.ceil(epochs / MAX_VALIDATIONS))
+    epochs, every = epoch_schedule(steps_per_epoch, training.epochs, training.min_steps)
     validations = epochs // every + (epochs % every != 0)
     return Work(
         train_images=epochs * steps_per_epoch * min(batch, n_train),
         eval_images=n_val * validations + n_test,
-        time_budget=training.get("time_budget"),
+        time_budget=training.time_budget,
     )
 
 
-def split_sizes(spec_dataset: dict[str, Any], size: str, counts: dict[str, Any]) -> tuple[int, int, int, int]:
+def split_sizes(dataset: DatasetConfig, size: str, counts: dict[str, Any]) -> tuple[int, int, int, int]:
     """Images a cell trains on, validates on and tests on at ``size``, and the whole training pool."""
     from bench.data import resolve_per_class
     from bench.data.subsets import val_per_class
 
-    val_fraction = spec_dataset.get("val_fraction", 0.1)
+    val_fraction = dataset.val_fraction
     n_train = int(resolve_per_class(size, counts["train"], val_fraction).sum())
     n_val = int(val_per_class(counts["train"], val_fraction).sum())
     return n_train, n_val, int(counts["test"].sum()), int(counts["train"].sum())
@@ -89,14 +88,14 @@ def cell_work(spec: RunSpec, counts: dict[str, Any]) -> Work:
     """The work of one cell given its dataset's per-class counts."""
     from bench.strategies import get_strategy
 
-    n_train, n_val, n_test, n_pool = split_sizes(spec.dataset, spec.size, counts)
+    n_train, n_val, n_test, n_pool = split_sizes(spec.dataset_config, spec.size, counts)
     strategy = get_strategy(spec.strategy)
-    training = spec.training
+    training = spec.training_config
     if strategy.fits_linear_probe(spec.strategy_params):
         key = content_hash([spec.model_name, spec.weights_identity or spec.weights, data_key(spec.dataset),
-                            training.get("image_size")])
+                            training.image_size])
         return Work(extract_key=key, extract_images=n_pool + n_test, probe=True)
-    if strategy.trains_on_features(spec.strategy_params) and training.get("feature_cache", True):
+    if strategy.trains_on_features(spec.strategy_params) and training.feature_cache:
         # The head trains on features extracted once per run; its own steps are negligible.
         return Work(eval_images=n_train + n_val + n_test)
     return schedule(n_train, n_val, n_test, training)
@@ -165,11 +164,11 @@ def speeds_from_store(path: Path, device: str, survey: dict[str, DataStatus]) ->
         status = survey.get(data_key(spec.dataset))
         forward_s, rest = None, float(row.wall_s) - float(row.train_s or 0.0) - float(row.eval_s or 0.0)
         if status is not None:
-            n_train, n_val, n_test, _ = split_sizes(spec.dataset, spec.size, status.counts)
+            n_train, n_val, n_test, _ = split_sizes(spec.dataset_config, spec.size, status.counts)
             if n_test and row.eval_s:
                 forward_s = float(row.eval_s) / n_test
-                rest -= (schedule(n_train, n_val, 0, spec.training).eval_images) * forward_s
-        samples.setdefault((spec.model_name, spec.training.get("image_size")), []).append((train_s, forward_s, rest))
+                rest -= (schedule(n_train, n_val, 0, spec.training_config).eval_images) * forward_s
+        samples.setdefault((spec.model_name, spec.training_config.image_size), []).append((train_s, forward_s, rest))
     speeds = {}
     for (model, size), rows in samples.items():
         train_s = statistics.median(r[0] for r in rows)
@@ -183,7 +182,7 @@ def speeds_from_store(path: Path, device: str, survey: dict[str, DataStatus]) ->
     return speeds
 
 
-def calibrate(model_name: str, image_size: int | None, training: dict[str, Any], device_name: str,
+def calibrate(model_name: str, image_size: int | None, training: TrainingConfig, device_name: str,
               num_classes: int) -> Speed:
     """Time a few optimizer steps and a forward pass of the backbone on random images."""
     import torch
@@ -199,14 +198,14 @@ def calibrate(model_name: str, image_size: int | None, training: dict[str, Any],
     backbone = build_backbone(model_name, "none", num_classes)
     pixels = int(image_size or backbone.input_size)
     model = backbone.model.to(device)
-    channels_last = device.type == "cuda" and training.get("channels_last", True)
+    channels_last = device.type == "cuda" and training.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     build_s = time.perf_counter() - started
-    batch = int(training["batch_size"])
+    batch = training.batch_size
     if device.type == "cpu":
         batch = min(batch, CPU_CALIBRATION_BATCH)
-    amp = bool(training.get("amp", True))
+    amp = training.amp
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, pixels, pixels, generator=generator).to(device)
     if channels_last:
@@ -252,18 +251,18 @@ def calibrate(model_name: str, image_size: int | None, training: dict[str, Any],
         # The driver keeps running after a plan or a run's first line: hand the memory back.
         model = optimizer = images = None
         torch.cuda.empty_cache()
-    full = training["batch_size"]
+    full = training.batch_size
     shown = f"batch {batch}" if batch == full else f"{batch} of the batch's {full} images"
     return Speed(model=model_name, image_size=image_size, device=label, train_s=train_s, forward_s=forward_s,
                  startup_s=STARTUP_S + build_s, source=CALIBRATION, pixels=pixels,
                  detail=f"a calibration ({len(times)} timed steps, {shown})")
 
 
-def _cache_key(model: str, image_size: int | None, training: dict[str, Any], device: str) -> str:
+def _cache_key(model: str, image_size: int | None, training: TrainingConfig, device: str) -> str:
     import torch
 
-    return json.dumps([model, image_size, training["batch_size"], bool(training.get("amp", True)),
-                       bool(training.get("channels_last", True)), device, torch.__version__, torch.get_num_threads()])
+    return json.dumps([model, image_size, training.batch_size, training.amp,
+                       training.channels_last, device, torch.__version__, torch.get_num_threads()])
 
 
 def _read_cache(path: Path | None) -> dict[str, Any]:
@@ -293,7 +292,7 @@ def _per_image(seconds: float) -> str:
 
 
 def choose_speeds(
-    needed: list[tuple[tuple[str, Any], dict[str, Any], int]], measured: dict[tuple[str, Any], Speed],
+    needed: list[tuple[tuple[str, Any], TrainingConfig, int]], measured: dict[tuple[str, Any], Speed],
     device: str, requested_device: str, cache_path: Path | None,
 ) -> dict[tuple[str, Any], Speed]:
     """A speed per (backbone, image size) in ``needed``: measured by earlier runs, else cached, else calibrated now."""

@@ -40,7 +40,8 @@ def survey_data(suite: Suite) -> dict[str, DataStatus]:
     A torchvision set not on disk yet but with ``download: true`` is counted from the table of
     known sizes and marked for download; one without it is a ``SuiteError``, as it is for ``run``.
     """
-    from bench.data import DataConfig, class_counts, resolve_per_class
+    from bench.data import class_counts, resolve_per_class
+    from bench.data.registry import resolve_root
     from bench.data.known import download_bytes, known_counts
 
     entries = [(f"datasets.{i}", d, d.sizes) for i, d in enumerate(suite.datasets)]
@@ -54,7 +55,7 @@ def survey_data(suite: Suite) -> dict[str, DataStatus]:
             counts = known_counts(dataset.name, dataset.test_fraction) if dataset.download else None
             if counts is None:
                 raise SuiteError(str(exc), file=suite.source, field=where) from None
-            status = DataStatus(where, dataset.display_name, counts, False, DataConfig.from_dict(config).root,
+            status = DataStatus(where, dataset.display_name, counts, False, resolve_root(dataset.root),
                                 download_bytes(dataset.name))
         try:
             for size in sizes:

@@ -69,7 +69,8 @@ def _crossover_index(diffs: np.ndarray) -> np.ndarray:
 
 
 def crossovers(
-    frame: pd.DataFrame, table: pd.DataFrame | None = None, *, n_boot: int = N_BOOT
+    frame: pd.DataFrame, table: pd.DataFrame | None = None, *, n_boot: int = N_BOOT,
+    cells: list[Cell] | None = None,
 ) -> pd.DataFrame:
     """Per backbone x dataset: the smallest size from which scratch is no longer worse than the chosen transfer arm.
 
@@ -77,19 +78,25 @@ def crossovers(
     mean paired difference <= 0 at that size and every larger one. Sizes without a paired seed
     are skipped. ``crossover_low``/``crossover_high`` bound it with a percentile bootstrap that
     resamples seeds within each size; a missing value (``pd.isna``) means transfer is still ahead
-    at the largest size compared.
+    at the largest size compared. A verdict table that also holds rows against a compute-matched
+    scratch (its ``baseline`` column) is read for its rows against plain scratch alone: the
+    crossover is where plain scratch catches up, one comparison per size.
+    ``cells``, when given, is ``group_cells(frame)`` already built, so one render groups its frame once.
     """
-    table = verdicts(frame) if table is None else table
+    cells = group_cells(frame) if cells is None else cells
+    table = verdicts(frame, cells=cells) if table is None else table
+    if "baseline" in table:
+        table = table[table["baseline"] == SCRATCH]
     if table.empty:
         return pd.DataFrame(columns=CROSSOVER_COLUMNS)
-    cells = {(c.backbone, c.dataset, c.size): c for c in group_cells(frame)}
+    by_key = {(c.backbone, c.dataset, c.size): c for c in cells}
     rows: list[dict] = []
     for (backbone, dataset), part in table.groupby(["backbone", "dataset"], sort=True):
         compared = part[part["n_pairs"] > 0].sort_values("size_order", kind="stable")
         sizes = list(compared["size"])
         groups = []
         for row in compared.to_dict("records"):
-            cell = cells[(backbone, dataset, row["size"])]
+            cell = by_key[(backbone, dataset, row["size"])]
             groups.append(compare(cell.arms[(row["best_strategy"], row["best_weights"])], cell.scratch, 0.0)[1])
         crossover = low = high = None
         if sizes:
@@ -119,7 +126,9 @@ def _healthy_gains(cells: list[Cell]) -> Iterator[tuple[Cell, Arm, np.ndarray, b
         yield cell, arm, diffs, bool(stats["flags"])
 
 
-def across_datasets(frame: pd.DataFrame, *, n_boot: int = N_BOOT) -> pd.DataFrame:
+def across_datasets(
+    frame: pd.DataFrame, *, n_boot: int = N_BOOT, cells: list[Cell] | None = None
+) -> pd.DataFrame:
     """Per backbone x weights x transfer strategy: the IQM over dataset x size cells of the gain over scratch.
 
     A cell's gain is the mean paired difference (transfer minus scratch); the interquartile mean
@@ -129,7 +138,7 @@ def across_datasets(frame: pd.DataFrame, *, n_boot: int = N_BOOT) -> pd.DataFram
     """
     groups: dict[tuple, list[np.ndarray]] = {}
     flagged: dict[tuple, int] = {}
-    for cell, arm, diffs, bad in _healthy_gains(group_cells(frame)):
+    for cell, arm, diffs, bad in _healthy_gains(group_cells(frame) if cells is None else cells):
         key = (cell.backbone, arm.weights, arm.label)
         groups.setdefault(key, [])
         flagged[key] = flagged.get(key, 0) + int(bad)
@@ -153,11 +162,11 @@ def across_datasets(frame: pd.DataFrame, *, n_boot: int = N_BOOT) -> pd.DataFram
     return order_arms(pd.DataFrame(rows, columns=ACROSS_COLUMNS), ["backbone", "weights", "_label"])
 
 
-def cell_gains(frame: pd.DataFrame) -> pd.DataFrame:
+def cell_gains(frame: pd.DataFrame, *, cells: list[Cell] | None = None) -> pd.DataFrame:
     """Per transfer arm and unflagged cell, the mean paired gain over scratch: the input of a performance profile."""
     rows = [
         (cell.backbone, arm.weights, arm.label, cell.dataset, cell.size, float(diffs.mean()))
-        for cell, arm, diffs, bad in _healthy_gains(group_cells(frame))
+        for cell, arm, diffs, bad in _healthy_gains(group_cells(frame) if cells is None else cells)
         if diffs.size and not bad
     ]
     return pd.DataFrame(rows, columns=["backbone", "weights", "strategy_label", "dataset", "size", "gain"])
@@ -166,7 +175,7 @@ def cell_gains(frame: pd.DataFrame) -> pd.DataFrame:
 # -- LogME as a cheap predictor ----------------------------------------------------------------
 
 
-def logme_models(frame: pd.DataFrame) -> pd.DataFrame:
+def logme_models(frame: pd.DataFrame, *, cells: list[Cell] | None = None) -> pd.DataFrame:
     """Per dataset x backbone x weights: LogME at the largest size it was measured, and the measured accuracy there.
 
     The measured accuracy is the test mean of that backbone and weights' transfer arm chosen on
@@ -176,12 +185,12 @@ def logme_models(frame: pd.DataFrame) -> pd.DataFrame:
     if done.empty or "logme" not in done:
         return pd.DataFrame(columns=LOGME_MODEL_COLUMNS)
     scored = done[(done["strategy"] != SCRATCH) & pd.to_numeric(done["logme"], errors="coerce").notna()]
-    cells = {(c.backbone, c.dataset, c.size): c for c in group_cells(frame)}
+    by_key = {(c.backbone, c.dataset, c.size): c for c in (group_cells(frame) if cells is None else cells)}
     rows = []
     for (dataset, backbone, weights), part in scored.groupby(["dataset", "backbone", "weights"], sort=True):
         top = part[part["size_order"] == part["size_order"].max()]
         size = str(top["size"].iloc[0])
-        cell = cells[(backbone, dataset, size)]
+        cell = by_key[(backbone, dataset, size)]
         arms = {key: arm for key, arm in cell.arms.items() if arm.weights == weights}
         chosen, _ = select(arms)
         rows.append({

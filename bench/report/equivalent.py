@@ -25,7 +25,9 @@ SCRATCH_EQUIVALENT_COLUMNS = [
 ]
 
 
-def scratch_equivalents(frame: pd.DataFrame, *, n_boot: int = N_BOOT) -> pd.DataFrame:
+def scratch_equivalents(
+    frame: pd.DataFrame, *, n_boot: int = N_BOOT, cells: list[Cell] | None = None
+) -> pd.DataFrame:
     """Per backbone x dataset x size x transfer arm: how much data scratch needs to match the arm.
 
     Scratch's learning curve (mean test accuracy against training images, ``n_train``) is made
@@ -36,7 +38,7 @@ def scratch_equivalents(frame: pd.DataFrame, *, n_boot: int = N_BOOT) -> pd.Data
     interval is a percentile bootstrap resampling seeds within every size of both curves; an
     end at 0 or inf lies below or beyond the measured range.
     """
-    cells = group_cells(frame)
+    cells = group_cells(frame) if cells is None else cells
     classes = cell_classes(cells)
     by_pair: dict[tuple[str, str], list[Cell]] = {}
     for cell in cells:

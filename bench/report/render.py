@@ -16,6 +16,7 @@ import pandas as pd
 
 from bench.errors import BenchError, ReportError
 from bench.report.across import across_datasets, cell_gains, crossovers, logme_models, logme_ranking
+from bench.report.cells import group_cells
 from bench.report.equivalent import scratch_equivalents
 from bench.report.plotkit import save_plot
 from bench.report.plots import PLOT_NAMES, build_plots
@@ -156,19 +157,22 @@ def render_report(
     frame = frame.assign(grid_edge=frame["arm"].map(lambda arm: edges.get(arm, "")))
     min_effect = _min_effect(config, db_path)
     frame, matched = _baselines(frame)
-    equivalents = scratch_equivalents(frame)
-    verdict = verdicts(frame, min_effect=min_effect, equivalents=equivalents)
+    # Grouped once: every table below reads the same cells (each compute-matched baseline's
+    # frame is grouped once, inside its own ``verdicts``).
+    cells = group_cells(frame)
+    equivalents = scratch_equivalents(frame, cells=cells)
+    verdict = verdicts(frame, min_effect=min_effect, equivalents=equivalents, cells=cells)
     verdict.insert(0, "baseline", SCRATCH)
     for label, against in matched.items():
         extra = verdicts(against, min_effect=min_effect)
         extra.insert(0, "baseline", label)
         verdict = pd.concat([verdict, extra], ignore_index=True)
-    crossover = crossovers(frame, verdict)
-    logme = logme_models(frame)
+    crossover = crossovers(frame, verdict, cells=cells)
+    logme = logme_models(frame, cells=cells)
     results = results_table(pd.concat([frame, *[f[f["strategy"] == SCRATCH] for f in matched.values()]]))
     computed = {
-        "verdict": verdict, "arm_verdicts": arm_verdicts(frame, min_effect=min_effect), "crossover": crossover,
-        "scratch_equivalent": equivalents, "across_datasets": across_datasets(frame),
+        "verdict": verdict, "arm_verdicts": arm_verdicts(frame, min_effect=min_effect, cells=cells), "crossover": crossover,
+        "scratch_equivalent": equivalents, "across_datasets": across_datasets(frame, cells=cells),
         "results": results, "cost": cost_table(frame, results), "failed": failed_table(all_runs),
         "tuning": tuning_summary(all_runs, seeds, tuning_seeds, meta.get("planned_ids")),
         "probe": probe_table(frame),
@@ -176,7 +180,7 @@ def render_report(
     }
     if not logme.empty:
         computed.update(logme=logme, logme_ranking=logme_ranking(frame, logme))
-    plots = build_plots(frame, epochs, crossover=crossover, gains=cell_gains(frame))
+    plots = build_plots(frame, epochs, crossover=crossover, gains=cell_gains(frame, cells=cells))
     sections = build_sections(frame, computed, plots, min_effect)
 
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

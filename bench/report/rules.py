@@ -1,9 +1,6 @@
 """The verdict's rules and the words of its calls: constants only, cheap for ``plan`` and the suite schema to read."""
 
-# One percentage point: about the seed-to-seed spread of a small fine-tuning run and one test
-# image in a hundred; a smaller gain rarely justifies changing how a model is trained. A suite
-# can change it under ``verdict: {min_effect: ...}``.
-DEFAULT_MIN_EFFECT = 0.01
+from bench.config import DEFAULT_MIN_EFFECT as DEFAULT_MIN_EFFECT  # the settings own it; re-exported
 
 # Family-wise error rate for the per-arm table: the usual 5%, matching the 95% intervals.
 ALPHA = 0.05

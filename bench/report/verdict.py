@@ -17,7 +17,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from bench.report.cells import ARM, CELL, arm_name, arm_pairs, cell_classes, group_cells, order_arms
+from bench.report.cells import ARM, CELL, Cell, arm_name, arm_pairs, cell_classes, group_cells, order_arms
 from bench.report.equivalent import EQUIVALENT_COLUMNS, scratch_equivalents
 from bench.report.paired import COMPARE_COLUMNS, against_edge, call_of, compare, empty_stats, select
 from bench.report.rules import (
@@ -46,7 +46,8 @@ ARM_COLUMNS = [
 
 
 def verdicts(
-    frame: pd.DataFrame, *, min_effect: float = DEFAULT_MIN_EFFECT, equivalents: pd.DataFrame | None = None
+    frame: pd.DataFrame, *, min_effect: float = DEFAULT_MIN_EFFECT, equivalents: pd.DataFrame | None = None,
+    cells: list[Cell] | None = None,
 ) -> pd.DataFrame:
     """One row per backbone x dataset x size: the transfer arm chosen on validation vs scratch, paired by seed.
 
@@ -58,9 +59,9 @@ def verdicts(
     interval. A flagged run among the compared ones makes the call "inconclusive", and so does a
     call against an arm still at the edge of its grid (``withheld`` says which). The
     ``scratch_equivalent_*`` columns are the chosen arm's row of ``scratch_equivalents``
-    (computed here unless passed in).
+    (computed here unless passed in). ``cells``, when given, is ``group_cells(frame)`` already built, so one render groups its frame once.
     """
-    cells = group_cells(frame)
+    cells = group_cells(frame) if cells is None else cells
     if not cells:
         return pd.DataFrame(columns=VERDICT_COLUMNS)
     rows: list[dict] = []
@@ -92,7 +93,7 @@ def verdicts(
         row.update(compare(best, cell.scratch, min_effect)[0])
         row["call"], row["withheld"] = against_edge(call_of(row), row, arm_name(best.label, best.weights))
     table = pd.DataFrame(rows)
-    equivalents = scratch_equivalents(frame) if equivalents is None else equivalents
+    equivalents = scratch_equivalents(frame, cells=cells) if equivalents is None else equivalents
     if not equivalents.empty:
         table = table.merge(
             equivalents[[*CELL, *ARM, *EQUIVALENT_COLUMNS]].rename(
@@ -113,7 +114,9 @@ def verdicts(
     return table.sort_values(["backbone", "dataset", "size_order"], kind="stable").reset_index(drop=True)
 
 
-def arm_verdicts(frame: pd.DataFrame, *, min_effect: float = DEFAULT_MIN_EFFECT) -> pd.DataFrame:
+def arm_verdicts(
+    frame: pd.DataFrame, *, min_effect: float = DEFAULT_MIN_EFFECT, cells: list[Cell] | None = None
+) -> pd.DataFrame:
     """One row per cell x transfer arm: that arm alone vs scratch, with Holm-adjusted p-values.
 
     The sign-flip p-values of a cell's arms are Holm-adjusted across those arms (``p_holm``).
@@ -122,7 +125,7 @@ def arm_verdicts(frame: pd.DataFrame, *, min_effect: float = DEFAULT_MIN_EFFECT)
     A call that survives it against an arm still at the edge of its grid is withheld, as in ``verdicts``.
     """
     rows: list[dict] = []
-    for cell, arm in arm_pairs(group_cells(frame)):
+    for cell, arm in arm_pairs(group_cells(frame) if cells is None else cells):
         rows.append({
             "backbone": cell.backbone, "dataset": cell.dataset, "size": cell.size, "size_order": cell.size_order,
             "strategy_label": arm.label, "weights": arm.weights, "val_mean": arm.val_mean,

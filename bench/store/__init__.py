@@ -12,7 +12,7 @@ This package must not import torch: a report renders from the ``.db`` file alone
 from __future__ import annotations
 
 from bench.store.claims import STALE_CLAIM_S, owner_id, retire_owner
-from bench.store.files import check_store_path
+from bench.store.files import STORE_SUFFIX, check_store_path, suite_store_path
 from bench.store.results import DETAIL_COLUMNS, ResultStore
 from bench.store.schema import APPLICATION_ID, SCHEMA_VERSION
 
@@ -21,8 +21,10 @@ __all__ = [
     "DETAIL_COLUMNS",
     "SCHEMA_VERSION",
     "STALE_CLAIM_S",
+    "STORE_SUFFIX",
     "ResultStore",
     "check_store_path",
     "owner_id",
     "retire_owner",
+    "suite_store_path",
 ]

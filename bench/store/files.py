@@ -23,6 +23,8 @@ from bench.procs import pid_alive
 from bench.store.failures import DAMAGE, os_reason, release_cursors, short, sqlite_reason
 from bench.store.schema import APPLICATION_ID, SCHEMA_VERSION, migrate, newer, schema_columns, upgrade
 
+# A suite's results live in one file, ``<results dir>/<suite name>.db``.
+STORE_SUFFIX = ".db"
 # How long opening waits for another driver's lock before it gives up.
 OPEN_TIMEOUT_S = 30.0
 
@@ -36,6 +38,11 @@ _LEGACY_TABLES = {
 # SQLite maps its WAL index in 32 KiB regions: a smaller -shm file was never usable by any connection.
 _SHM_REGION = 32 * 1024
 _FIX = "move it aside or choose another --results-dir"
+
+
+def suite_store_path(results_dir: str | os.PathLike[str], suite_name: str) -> Path:
+    """Where the results of the suite named ``suite_name`` live under ``results_dir``."""
+    return Path(results_dir) / f"{suite_name}{STORE_SUFFIX}"
 
 
 def check_store_path(path: str | os.PathLike[str]) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from bench.config import PretrainConfig, did_you_mean
-from bench.errors import SuiteError
+from bench.config import PretrainConfig
+from bench.errors import SuiteError, did_you_mean, shown
 
 # A suite is a few kilobytes and a handful of levels deep (pretrain.NAME.dataset.options.KEY);
 # far past these a file is generated, hostile or not a suite, and is refused before it costs
@@ -133,13 +133,6 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     if isinstance(node, yaml.MappingNode):
         return [part for pair in node.value for part in pair]
     return []
-
-
-def shown(value: Any, limit: int = 60) -> str:
-    """A value as it appears in a one-line message: its repr, cut short."""
-    text = value if isinstance(value, str) else repr(value)
-    text = text.replace("\n", "\\n")
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def default_name(path: Path) -> str:

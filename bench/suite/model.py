@@ -18,10 +18,11 @@ from bench.config import (  # noqa: F401  (re-exported: importers reach the mode
     DEFAULT_EXECUTOR, EXECUTOR_NAMES, BackboneConfig, DatasetConfig, PretrainConfig, StrategyConfig, TrainingConfig,
     TuningConfig, VerdictConfig, _Strict, parse_duration,
 )
-from bench.errors import SuiteError
+from bench.errors import SuiteError, shown
 from bench.records import RunSpec
 from bench.strategies import DEFAULT_STRATEGIES
-from bench.suite.load import default_name, did_you_mean, read_yaml, shown, suite_error
+from bench.tuning import tuning_seeds_of
+from bench.suite.load import default_name, read_yaml, suite_error
 from bench.suite.plan import Plan, file_digest, plan_suite  # noqa: F401  (re-exported)
 
 MAX_SEEDS = 10_000
@@ -113,7 +114,7 @@ class Suite(_Strict):
 
     @property
     def tuning_seeds(self) -> list[int]:
-        return list(self.tuning.seeds) if self.tuning.seeds else self.seeds[:1]
+        return tuning_seeds_of(self.seeds, self.tuning.seeds)
 
     @model_validator(mode="after")
     def _cross_references(self) -> Suite:
@@ -173,7 +174,7 @@ def _check_registries(suite: Suite, file: str | None) -> None:
     """Names that must exist in a registry: strategies, datasets, backbones, weights sources."""
     from bench.catalog import check_backbone
     from bench.weights import check_weights_source
-    from bench.data import list_datasets
+    from bench.data import list_datasets, unknown_dataset
     from bench.strategies import StrategyParamError, get_strategy
 
     for i, config in enumerate(suite.strategies):
@@ -192,11 +193,7 @@ def _check_registries(suite: Suite, file: str | None) -> None:
     stages += [(f"pretrain.{n}.dataset", p.dataset) for n, p in suite.pretrain.items()]
     for field, dataset in stages:
         if dataset.name.lower() not in known:
-            hint = did_you_mean(dataset.name.lower(), known)
-            raise SuiteError(
-                f"unknown dataset {shown(repr(dataset.name))}{hint}; see 'transfer-bench list datasets'",
-                file=file, field=f"{field}.name", value=dataset.name,
-            )
+            raise SuiteError(unknown_dataset(dataset.name), file=file, field=f"{field}.name", value=dataset.name)
         if dataset.name.lower() == "imagefolder" and not dataset.path:
             raise SuiteError("an imagefolder dataset needs 'path'", file=file, field=f"{field}.path")
     for i, backbone in enumerate(suite.backbones):

@@ -107,16 +107,12 @@ def _cell(
     suite: Suite, backbone: BackboneConfig, weights: str, dataset: DatasetConfig, size: Any,
     strategy: str, params: dict[str, Any], seed: int, point: dict[str, Any],
 ) -> RunSpec:
-    training = suite.training.model_dump()
     base_lr = suite.training.lr_for(strategy)
-    training["lr"] = base_lr
     tuned: dict[str, Any] = {}
     for key, value in point.items():
-        if key == LR_FACTOR:
-            training["lr"] = tuned["lr"] = base_lr * value
-        else:
-            training[key] = tuned[key] = value
-    training = get_strategy(strategy).adjust_training(training, params)
+        tuned["lr" if key == LR_FACTOR else key] = base_lr * value if key == LR_FACTOR else value
+    chosen = suite.training.model_copy(update={"lr": base_lr, **tuned})
+    training = get_strategy(strategy).adjust_training(chosen, params).model_dump()
     pretrain = _pretrain_for(suite, backbone.name, weights)
     data = dataset.model_dump()
     data["label"] = dataset.display_name

@@ -82,6 +82,13 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 
 
 
+def epoch_schedule(steps_per_epoch: int, epochs: int, min_steps: int | None) -> tuple[int, int]:
+    """The epochs a run trains (at least ``epochs``, and at least ``min_steps`` optimizer steps)
+    and how many epochs apart it validates (it also validates at its last)."""
+    epochs = max(epochs, math.ceil((min_steps or 0) / steps_per_epoch))
+    return epochs, max(1, math.ceil(epochs / MAX_VALIDATIONS))
+
+
 def fit(
     model: nn.Module,
     plan: StrategyPlan,
@@ -97,8 +104,7 @@ def fit(
     # A fixed epoch count gives a 5-per-class subset a handful of optimizer steps; min_steps
     # lengthens small runs so a learning curve measures data rather than training time.
     min_steps = training.min_steps or 0
-    epochs = max(training.epochs, math.ceil(min_steps / steps_per_epoch))
-    validate_every = max(1, math.ceil(epochs / MAX_VALIDATIONS))
+    epochs, validate_every = epoch_schedule(steps_per_epoch, training.epochs, min_steps)
     optimizer = build_optimizer(plan, training)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(epochs * steps_per_epoch, int(training.warmup_epochs * steps_per_epoch))
