@@ -323,7 +323,7 @@ class Partial(Strategy):
 
 class Full(Strategy):
     name = "full"
-    summary = "everything fine-tuned from pretrained, backbone at lr x backbone_lr_scale"
+    summary = "everything fine-tuned from pretrained, backbone at lr x backbone_lr_scale (or x layer_decay^depth)"
     default_lr = 1e-3
     order = 5
     in_default_suite = True
