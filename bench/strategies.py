@@ -268,7 +268,7 @@ class BitFit(Strategy):
 
 
 class LoRA(Strategy):
-    """LoRA (Hu et al., 2022) through peft (``bench.lora``): adapters start as a zero update, at the pretrained function."""
+    """LoRA (Hu et al., 2022) through peft (``bench.lora``): adapters start as a zero update."""
 
     name = "lora"
     summary = "rank-r adapters on every linear layer and 1x1/3x3 convolution, base weights frozen, head trained"
@@ -291,8 +291,9 @@ class LoRA(Strategy):
         from bench.lora import add_lora
 
         r = self.param(params, "r")
+        label = f"lora[r={r}] on {backbone.name}"
         try:
-            return list(backbone.head), add_lora(backbone.model, backbone.head, r, label=f"lora[r={r}] on {backbone.name}")
+            return list(backbone.head), add_lora(backbone.model, backbone.head, r, label=label)
         except ValueError as exc:
             raise StrategyParamError(exc.args[0]) from None
 
