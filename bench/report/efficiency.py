@@ -60,7 +60,8 @@ def efficiency_plot(frame: pd.DataFrame, palette: dict[str, str]) -> Plot | None
                 wall = arm["wall_pct_of_full"].median()
                 ax.scatter([x], [y], s=70, color=palette[label], edgecolor="black", lw=0.8, zorder=3)
                 timing = f", {wall:.0f}% time" if np.isfinite(wall) else ""
-                ax.annotate(f"{y:.0f}% acc @ {x:.2g}% params{timing}", (x, y), textcoords="offset points",
+                share = f"{x:.2g}" if x < 10 else f"{x:.0f}"  # not 1e+02
+                ax.annotate(f"{y:.0f}% acc @ {share}% params{timing}", (x, y), textcoords="offset points",
                             xytext=(6, 4), fontsize=7)
             ax.set_xscale("log")
             ax.set_title(facet_title(backbone))
