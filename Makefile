@@ -12,7 +12,7 @@ VENV := .venv
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 CKSUM := $(shell cksum pyproject.toml | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(CKSUM)
-# The test tools (Ray, pyarrow, Hypothesis) are a second step: quick does not wait for them.
+# The test tools (Ray, pyarrow, Hypothesis, peft) are a second step: quick does not wait for them.
 DEV_STAMP := $(VENV)/.installed-dev-$(CKSUM)
 
 .PHONY: quick test faults bench install clean

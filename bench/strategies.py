@@ -74,8 +74,15 @@ class Strategy:
             return f"{self.name} needs pretrained weights; 'none' would measure a random feature extractor"
         return None
 
+    def missing(self) -> str | None:
+        """Why this strategy cannot run in this environment (an optional library not installed), or None."""
+        return None
+
     def expand_params(self, given: dict[str, Any]) -> list[dict[str, Any]]:
         """The cross product of the given parameter values, defaults filled in."""
+        problem = self.missing()
+        if problem:
+            raise StrategyParamError(problem)
         unknown = set(given) - set(self.parameters)
         if unknown:
             allowed = ", ".join(self.parameters) or "none"
@@ -121,6 +128,8 @@ class Strategy:
     def tunes(self, key: str, params: dict[str, Any]) -> bool:
         """Whether training setting ``key`` changes what this strategy learns, so a grid over it is worth running."""
         # A probe sweeps its own L2 strength; no training-loop setting reaches it.
+        if key == "backbone_lr_scale" and (not self.scales_backbone_lr or params.get("layer_decay", 1.0) < 1.0):
+            return False  # layer decay sets every backbone rate itself
         return not self.fits_linear_probe(params)
 
     def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -142,18 +151,33 @@ class Strategy:
         for name, param in named.items():
             param.requires_grad_(name in train)
         groups = [{"name": "head", "params": [named[n] for n in head_names], "lr": lr}]
-        if body_names:
+        decay = params.get("layer_decay", 1.0)
+        if body_names and decay < 1.0:
+            from bench.layer_decay import layer_decay_groups
+
+            # Decay replaces the one backbone scale: the head's rate, times decay per layer below it.
+            groups = layer_decay_groups(backbone, lr, decay, label=f"{self.name}[layer_decay={decay}]")
+        elif body_names:
             body_lr = lr * backbone_lr_scale if self.scales_backbone_lr else lr
             groups.append({"name": "backbone", "params": [named[n] for n in body_names], "lr": body_lr})
-        # A frozen BatchNorm must not update its running statistics either, or the
-        # "frozen" features would drift with the target data.
+        # A BatchNorm with a frozen scale (frozen outright, or shifted only, as in BitFit) must not
+        # update its running statistics either, or the "frozen" features would drift with the target data.
         eval_modules = [
             module for module in backbone.model.modules()
             if isinstance(module, nn.modules.batchnorm._BatchNorm)
-            and not any(p.requires_grad for p in module.parameters(recurse=False))
+            and (module.weight is None or not module.weight.requires_grad)
         ]
         frozen = [n for n in named if n not in train]
         return StrategyPlan(param_groups=[g for g in groups if g["params"]], frozen_names=frozen, eval_modules=eval_modules)
+
+
+# Shared by the strategies that fine-tune pretrained layers: 1.0 (no decay) is left out of labels.
+LAYER_DECAY = {"layer_decay": (float, 1.0)}
+
+
+def _check_layer_decay(strategy: str, value: float) -> None:
+    if not 0 < value <= 1:
+        raise StrategyParamError(f"strategy {strategy!r}: layer_decay={value} must be in (0, 1]")
 
 
 def _all_body(backbone: Backbone) -> list[str]:
@@ -225,20 +249,74 @@ class Frozen(Strategy):
         return list(backbone.head), []
 
 
+class BitFit(Strategy):
+    """BitFit (Ben Zaken et al., 2022): only the bias vectors and the head train.
+
+    Every parameter named ``bias`` outside the head counts, norm biases included (a ResNet's
+    convolutions have none; its BatchNorm shifts are its biases). Norm scales stay frozen, and
+    BatchNorm running statistics with them, as ``apply`` holds any BatchNorm whose scale is
+    frozen: the adapted model differs from the pretrained one in its bias vectors alone.
+    """
+
+    name = "bitfit"
+    summary = "only the backbone's biases (norm biases included) and the head trained, all at lr"
+    # A few thousand bias entries move the features little per step; they take the head's rate.
+    default_lr = 1e-3
+    order = 2
+    scales_backbone_lr = False
+
+    def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        return list(backbone.head), [n for n in _all_body(backbone) if n.rsplit(".", 1)[-1] == "bias"]
+
+
+class LoRA(Strategy):
+    """LoRA (Hu et al., 2022) through peft (``bench.lora``): adapters start as a zero update."""
+
+    name = "lora"
+    summary = "rank-r adapters on every linear layer and 1x1/3x3 convolution, base weights frozen, head trained"
+    # Adapters are new weights, as the head is: one rate for both, the usual LoRA rate for AdamW.
+    default_lr = 1e-3
+    order = 3
+    parameters = {"r": (int, 8)}
+    scales_backbone_lr = False
+
+    def missing(self) -> str | None:
+        from bench.lora import missing
+
+        return missing()
+
+    def check_param(self, key: str, value: Any) -> None:
+        if value < 1:
+            raise StrategyParamError(f"strategy 'lora': r={value} must be at least 1")
+
+    def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
+        from bench.lora import add_lora
+
+        r = self.param(params, "r")
+        label = f"lora[r={r}] on {backbone.name}"
+        try:
+            return list(backbone.head), add_lora(backbone.model, backbone.head, r, label=label)
+        except ValueError as exc:
+            raise StrategyParamError(exc.args[0]) from None
+
+
 class Partial(Strategy):
     name = "partial"
     summary = "head plus the last k stage groups fine-tuned, earlier stages frozen"
     default_lr = 1e-3
-    order = 2
+    order = 4
     in_default_suite = True
-    parameters = {"k": (int, 1)}
+    parameters = {"k": (int, 1), **LAYER_DECAY}
+    quiet_defaults = frozenset(LAYER_DECAY)
 
     def check_param(self, key: str, value: Any) -> None:
-        if value < 1:
+        if key == "layer_decay":
+            _check_layer_decay(self.name, value)
+        elif value < 1:
             raise StrategyParamError(f"strategy 'partial': k={value} must be at least 1 stage")
 
     def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
-        k = params["k"]
+        k = self.param(params, "k")
         if k > len(backbone.stages):
             raise StrategyParamError(
                 f"partial[k={k}]: {backbone.name} has only {len(backbone.stages)} stage groups"
@@ -248,10 +326,15 @@ class Partial(Strategy):
 
 class Full(Strategy):
     name = "full"
-    summary = "everything fine-tuned from pretrained, backbone at lr x backbone_lr_scale"
+    summary = "everything fine-tuned from pretrained, backbone at lr x backbone_lr_scale (or x layer_decay^depth)"
     default_lr = 1e-3
-    order = 3
+    order = 5
     in_default_suite = True
+    parameters = dict(LAYER_DECAY)
+    quiet_defaults = frozenset(LAYER_DECAY)
+
+    def check_param(self, key: str, value: Any) -> None:
+        _check_layer_decay(self.name, value)
 
     def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
         return list(backbone.head), _all_body(backbone)
@@ -267,11 +350,14 @@ class LinearProbeThenFineTune(Strategy):
     name = "lp_ft"
     summary = "linear probe for lp_epochs, then everything fine-tuned (backbone at lr x backbone_lr_scale)"
     default_lr = 1e-3
-    order = 4
-    parameters = {"lp_epochs": (int, 2)}
+    order = 6
+    parameters = {"lp_epochs": (int, 2), **LAYER_DECAY}
+    quiet_defaults = frozenset(LAYER_DECAY)
 
     def check_param(self, key: str, value: Any) -> None:
-        if value < 1:
+        if key == "layer_decay":
+            _check_layer_decay(self.name, value)
+        elif value < 1:
             raise StrategyParamError(f"strategy 'lp_ft': lp_epochs={value} must be at least 1")
 
     def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -279,7 +365,7 @@ class LinearProbeThenFineTune(Strategy):
 
     def phases(self, backbone: Backbone, params: dict[str, Any], *, lr: float, backbone_lr_scale: float,
                epochs: int) -> list[Phase]:
-        probe = params["lp_epochs"]
+        probe = self.param(params, "lp_epochs")
         if probe >= epochs:
             raise StrategyParamError(f"lp_ft[lp_epochs={probe}] leaves no fine-tuning epochs of {epochs}")
         return [
@@ -289,7 +375,8 @@ class LinearProbeThenFineTune(Strategy):
 
 
 STRATEGIES: dict[str, Strategy] = {
-    cls.name: cls() for cls in sorted((Scratch, Frozen, Partial, Full, LinearProbeThenFineTune), key=lambda c: c.order)
+    cls.name: cls()
+    for cls in sorted((Scratch, Frozen, BitFit, LoRA, Partial, Full, LinearProbeThenFineTune), key=lambda c: c.order)
 }
 # Reading order of strategy names in reports; the report imports it without torch.
 STRATEGY_ORDER: tuple[str, ...] = tuple(STRATEGIES)

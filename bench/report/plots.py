@@ -12,6 +12,7 @@ import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
+from bench.report.efficiency import efficiency_plot
 from bench.report.plotkit import (
     MARKERS,
     SCRATCH_COLOUR,
@@ -25,7 +26,7 @@ from bench.report.plotkit import (
 )
 from bench.report.tables import SCRATCH, cost_table, done_runs, ordered_labels, results_table, strategy_sort_key
 
-PLOT_NAMES = ("learning_curve", "performance_profile", "transfer_gain", "pareto", "epoch_curves")
+PLOT_NAMES = ("learning_curve", "performance_profile", "transfer_gain", "pareto", "efficiency", "epoch_curves")
 
 
 def pareto_mask(cost: Iterable[float], value: Iterable[float]) -> np.ndarray:
@@ -339,6 +340,7 @@ def build_plots(
         performance_profile(gains, palette),
         gain_heatmap(frame),
         pareto_plot(frame, palette),
+        efficiency_plot(frame, palette),
         epoch_curves(frame, epochs, palette),
     ]
     return [plot for plot in built if plot is not None]
