@@ -153,7 +153,7 @@ class Strategy:
         groups = [{"name": "head", "params": [named[n] for n in head_names], "lr": lr}]
         decay = params.get("layer_decay", 1.0)
         if body_names and decay < 1.0:
-            from bench.layer_decay import layer_decay_groups
+            from bench.training.layer_decay import layer_decay_groups
 
             # Decay replaces the one backbone scale: the head's rate, times decay per layer below it.
             groups = layer_decay_groups(backbone, lr, decay, label=f"{self.name}[layer_decay={decay}]")
@@ -270,7 +270,7 @@ class BitFit(Strategy):
 
 
 class LoRA(Strategy):
-    """LoRA (Hu et al., 2022) through peft (``bench.lora``): adapters start as a zero update."""
+    """LoRA (Hu et al., 2022) through peft (``bench.training.lora``): adapters start as a zero update."""
 
     name = "lora"
     summary = "rank-r adapters on every linear layer and 1x1/3x3 convolution, base weights frozen, head trained"
@@ -281,8 +281,7 @@ class LoRA(Strategy):
     scales_backbone_lr = False
 
     def missing(self) -> str | None:
-        from bench.lora import missing
-
+        from bench.training.lora import missing
         return missing()
 
     def check_param(self, key: str, value: Any) -> None:
@@ -290,7 +289,7 @@ class LoRA(Strategy):
             raise StrategyParamError(f"strategy 'lora': r={value} must be at least 1")
 
     def trainable(self, backbone: Backbone, params: dict[str, Any]) -> tuple[list[str], list[str]]:
-        from bench.lora import add_lora
+        from bench.training.lora import add_lora
 
         r = self.param(params, "r")
         label = f"lora[r={r}] on {backbone.name}"

@@ -10,11 +10,11 @@ from torch import nn
 
 from bench.backbones import Backbone, build_backbone
 from bench.config import TrainingConfig
-from bench.plan import plan_suite
+from bench.suite.plan import plan_suite
 from bench.records import RunResult
 from bench.strategies import StrategyParamError, get_strategy
-from bench.suite import SuiteError, suite_from_dict
-from bench.train import build_optimizer, train_cell
+from bench.suite.model import SuiteError, suite_from_dict
+from bench.training.cell import build_optimizer, train_cell
 from tests.conftest import tiny_suite_dict
 
 CLASSES = 5
