@@ -68,8 +68,8 @@ def render(db: Path, out: Path) -> None:
 
 def verdict_lines(verdict) -> str:
     """The verdict as a short terminal table, one line per backbone, dataset and size; then why any is inconclusive."""
-    from bench.report.rules import CALL_INCONCLUSIVE
-    from bench.report.wording import describe_interval, inconclusive_reason, pts
+    from bench.report.rules import CALL_INCONCLUSIVE, CALL_TOO_FEW, CALL_UNCLEAR
+    from bench.report.wording import describe_interval, detect_clause, inconclusive_reason, pts
 
     rows, reasons = [], []
     for _, row in verdict.iterrows():
@@ -77,14 +77,19 @@ def verdict_lines(verdict) -> str:
             against = f" vs {row['baseline']}" if row.get("baseline", "scratch") != "scratch" else ""
             where = f"{row['backbone']} {row['dataset']} {row['size']}{against}"
             reasons.append(f"{where}: inconclusive: {inconclusive_reason(row)}")
+        elif row["call"] in (CALL_UNCLEAR, CALL_TOO_FEW) and (detect := detect_clause(row)):
+            reasons.append(f"{row['backbone']} {row['dataset']} {row['size']}: {row['call']}: {detect}")
+        mde = row.get("mde")
         diff = row.get("mean_diff")
         interval = describe_interval(row)
         rows.append((
             str(row["backbone"]), str(row["dataset"]), str(row["size"]), str(row.get("best_strategy", "")),
             "" if diff is None or diff != diff else pts(diff), interval,
-            f"{int(row.get('wins', 0))}/{int(row.get('ties', 0))}/{int(row.get('losses', 0))}", str(row["call"]),
+            f"{int(row.get('wins', 0))}/{int(row.get('ties', 0))}/{int(row.get('losses', 0))}",
+            "" if mde is None or mde != mde else f"{mde * 100:.1f}", str(row["call"]),
         ))
-    header = ("backbone", "dataset", "size", "best transfer", "vs scratch", "95% CI (pts)", "W/T/L", "verdict")
+    header = ("backbone", "dataset", "size", "best transfer", "vs scratch", "95% CI (pts)", "W/T/L", "detects (pts)",
+              "verdict")
     return "\n".join([table(header, rows), *reasons])
 
 

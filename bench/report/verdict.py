@@ -20,6 +20,7 @@ import pandas as pd
 from bench.report.cells import ARM, CELL, arm_name, arm_pairs, cell_classes, group_cells, order_arms
 from bench.report.equivalent import EQUIVALENT_COLUMNS, scratch_equivalents
 from bench.report.paired import COMPARE_COLUMNS, against_edge, call_of, compare, empty_stats, select
+from bench.report.power import power_columns
 from bench.report.rules import (
     ALPHA,
     CALL_NO_SCRATCH,
@@ -36,7 +37,7 @@ from bench.report.wording import arm_sentence, verdict_sentence
 VERDICT_COLUMNS = [
     "backbone", "dataset", "size", "size_order", "n_train", "best_strategy", "best_weights",
     "n_candidates", "selected_on", "best_val_mean", "transfer_mean", "scratch_mean",
-    *COMPARE_COLUMNS, "call", "withheld", *EQUIVALENT_COLUMNS, "summary",
+    *COMPARE_COLUMNS, "mde", "seeds_needed", "call", "withheld", *EQUIVALENT_COLUMNS, "summary",
 ]
 
 ARM_COLUMNS = [
@@ -58,7 +59,9 @@ def verdicts(
     interval. A flagged run among the compared ones makes the call "inconclusive", and so does a
     call against an arm still at the edge of its grid (``withheld`` says which). The
     ``scratch_equivalent_*`` columns are the chosen arm's row of ``scratch_equivalents``
-    (computed here unless passed in).
+    (computed here unless passed in). ``mde`` is the smallest true difference a paired t test
+    finds with 80% power at the cell's pairs and spread, and ``seeds_needed`` the paired seeds it
+    would take to find the observed mean difference, were it the truth (``bench.report.power``).
     """
     cells = group_cells(frame)
     if not cells:
@@ -71,7 +74,7 @@ def verdicts(
             "best_strategy": "", "best_weights": "", "n_candidates": len(cell.arms), "selected_on": "",
             "best_val_mean": math.nan, "transfer_mean": math.nan,
             "scratch_mean": cell.scratch.test_mean if cell.scratch else math.nan,
-            **empty_stats(min_effect), "withheld": "",
+            **empty_stats(min_effect), "mde": math.nan, "seeds_needed": math.nan, "withheld": "",
         }
         rows.append(row)
         if not cell.arms:
@@ -90,6 +93,7 @@ def verdicts(
             row["call"] = CALL_NO_SCRATCH
             continue
         row.update(compare(best, cell.scratch, min_effect)[0])
+        row.update(power_columns(row["n_pairs"], row["mean_diff"], row["sd_diff"]))
         row["call"], row["withheld"] = against_edge(call_of(row), row, arm_name(best.label, best.weights))
     table = pd.DataFrame(rows)
     equivalents = scratch_equivalents(frame) if equivalents is None else equivalents
