@@ -79,6 +79,9 @@ def verdict_lines(verdict) -> str:
             reasons.append(f"{where}: inconclusive: {inconclusive_reason(row)}")
         elif row["call"] in (CALL_UNCLEAR, CALL_TOO_FEW) and (detect := detect_clause(row)):
             reasons.append(f"{row['backbone']} {row['dataset']} {row['size']}: {row['call']}: {detect}")
+        if row.get("stopped"):
+            reasons.append(f"{row['backbone']} {row['dataset']} {row['size']}: {int(row['n_pairs'])} paired seeds, "
+                           f"{row['stopped']}")
         mde = row.get("mde")
         diff = row.get("mean_diff")
         interval = describe_interval(row)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bench.report.rules import DEFAULT_SEED_BATCH, DEFAULT_SPENDING, SPENDING
 from bench.strategies import default_lrs, get_strategy
 from bench.tuning import DEFAULT_EXTENSIONS, DEFAULT_GRID, LR_FACTOR
 
@@ -224,6 +225,15 @@ class VerdictConfig(_Strict):
 
     min_effect: float = Field(
         0.01, ge=0, lt=1, description="smallest difference in accuracy (0.01 = 1 point) worth a call"
+    )
+    max_seeds: int | None = Field(
+        None, ge=1, le=1000,
+        description="add seeds, in batches, to cells whose call is still open after the planned seeds, up to "
+        "this many per cell, under a group-sequential rule; none: every cell gets the planned seeds only",
+    )
+    seed_batch: int = Field(DEFAULT_SEED_BATCH, ge=1, le=100, description="seeds added to an open cell per round")
+    spending: Literal[SPENDING] = Field(
+        DEFAULT_SPENDING, description="alpha-spending function of the sequential rule over its looks"
     )
 
 

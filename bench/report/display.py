@@ -113,7 +113,9 @@ def verdict_display(table: pd.DataFrame, classes: dict[tuple[str, str], float]) 
             "scratch-equivalent data": _equivalent_cell(r, classes.get((r["backbone"], r["dataset"]), math.nan)),
             "verdict": r["call"],
         })
-    return pd.DataFrame(rows)
+        if r.get("stopped"):
+            rows[-1]["seeds: why they stopped"] = r["stopped"]
+    return pd.DataFrame(rows).fillna("")
 
 
 def arms_display(table: pd.DataFrame) -> pd.DataFrame:

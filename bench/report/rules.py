@@ -21,3 +21,13 @@ CALL_INCONCLUSIVE = "inconclusive"
 CALL_NO_SCRATCH = "no scratch baseline"
 CALL_NO_TRANSFER = "no transfer runs"
 CALL_NO_VALIDATION = "no validation accuracy to choose an arm"
+
+# Seeds added where a call is open (bench.report.sequential). Pocock-type spending spends early,
+# where a sequential design saves its seeds and where a call at the planned seeds stays possible;
+# O'Brien-Fleming-type keeps nearly all of it for the last look and rarely stops early.
+SPENDING_POCOCK = "pocock"
+SPENDING_OBRIEN_FLEMING = "obrien-fleming"
+SPENDING = (SPENDING_POCOCK, SPENDING_OBRIEN_FLEMING)
+DEFAULT_SPENDING = SPENDING_POCOCK
+# Two seeds a round: one seed moves a t interval little, and every round waits for its slowest run.
+DEFAULT_SEED_BATCH = 2

@@ -31,13 +31,15 @@ from bench.report.rules import (
     CALL_UNCLEAR,
     DEFAULT_MIN_EFFECT,
 )
+from bench.report.sequential import SeedDesign, sequential_interval, stop_reason
 from bench.report.stats import holm
 from bench.report.wording import arm_sentence, verdict_sentence
 
 VERDICT_COLUMNS = [
     "backbone", "dataset", "size", "size_order", "n_train", "best_strategy", "best_weights",
     "n_candidates", "selected_on", "best_val_mean", "transfer_mean", "scratch_mean",
-    *COMPARE_COLUMNS, "mde", "seeds_needed", "call", "withheld", *EQUIVALENT_COLUMNS, "summary",
+    *COMPARE_COLUMNS, "mde", "seeds_needed", "call", "withheld", "stopped", *EQUIVALENT_COLUMNS,
+    "summary",
 ]
 
 ARM_COLUMNS = [
@@ -47,7 +49,8 @@ ARM_COLUMNS = [
 
 
 def verdicts(
-    frame: pd.DataFrame, *, min_effect: float = DEFAULT_MIN_EFFECT, equivalents: pd.DataFrame | None = None
+    frame: pd.DataFrame, *, min_effect: float = DEFAULT_MIN_EFFECT, equivalents: pd.DataFrame | None = None,
+    design: SeedDesign | None = None,
 ) -> pd.DataFrame:
     """One row per backbone x dataset x size: the transfer arm chosen on validation vs scratch, paired by seed.
 
@@ -62,6 +65,8 @@ def verdicts(
     (computed here unless passed in). ``mde`` is the smallest true difference a paired t test
     finds with 80% power at the cell's pairs and spread, and ``seeds_needed`` the paired seeds it
     would take to find the observed mean difference, were it the truth (``bench.report.power``).
+    Under a sequential ``design`` the interval, and so the call, is the repeated interval of the
+    cell's look, and ``stopped`` says why the cell has the seeds it has.
     """
     cells = group_cells(frame)
     if not cells:
@@ -75,6 +80,7 @@ def verdicts(
             "best_val_mean": math.nan, "transfer_mean": math.nan,
             "scratch_mean": cell.scratch.test_mean if cell.scratch else math.nan,
             **empty_stats(min_effect), "mde": math.nan, "seeds_needed": math.nan, "withheld": "",
+            "stopped": "",
         }
         rows.append(row)
         if not cell.arms:
@@ -94,7 +100,11 @@ def verdicts(
             continue
         row.update(compare(best, cell.scratch, min_effect)[0])
         row.update(power_columns(row["n_pairs"], row["mean_diff"], row["sd_diff"]))
+        if design is not None:
+            row.update(sequential_interval(row, design))
         row["call"], row["withheld"] = against_edge(call_of(row), row, arm_name(best.label, best.weights))
+        if design is not None:
+            row["stopped"] = stop_reason(row["call"], row["n_pairs"], design)
     table = pd.DataFrame(rows)
     equivalents = scratch_equivalents(frame) if equivalents is None else equivalents
     if not equivalents.empty:

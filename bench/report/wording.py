@@ -215,7 +215,8 @@ def verdict_sentence(row: dict, per_class: float = math.nan) -> str:
     if call == CALL_UNCLEAR and (row["ci_low"] > TIE_EPS or row["ci_high"] < -TIE_EPS):
         lead += f", an interval clear of zero but a mean below the {effect} minimum effect"
     detect = detect_clause(row)
-    return f"{where}: {lead} ({evidence}){'; ' + detect if detect else ''}.{extra}"
+    seeds = f" Seeds: {n}, {row['stopped']}." if row.get("stopped") else ""
+    return f"{where}: {lead} ({evidence}){'; ' + detect if detect else ''}.{seeds}{extra}"
 
 
 def arm_sentence(row: dict, call: str, *, held_back: bool, alpha: float) -> str:
