@@ -113,3 +113,24 @@ def test_only_the_open_cell_gets_more_seeds_and_a_kill_mid_round_loses_and_repea
     stopped = dict(zip(final["dataset"], final["stopped"]))
     assert stopped["imagefolder"] == f"{STOP_DECIDED} at 3 seeds"
     assert dict(zip(final["dataset"], final["n_pairs"]))["digits"] == 5
+
+
+def test_plan_and_the_estimate_count_every_seed_that_may_be_added(tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+    from bench.estimate import estimate_suite
+
+    raw = tiny_suite_dict("worst", strategies=["scratch", "full"], seeds=PLANNED,
+                          datasets=[{"name": "digits", "sizes": [3, 5]}], verdict={"max_seeds": 6})
+    path = write_yaml(tmp_path / "worst.yaml", raw)
+    # Two sizes and two arms: 12 cells on the planned seeds, 12 more if no call is ever made.
+    assert estimate_suite(suite_from_dict(raw), results_dir=tmp_path / "r").cells == 24
+    result = CliRunner().invoke(app, ["plan", str(path), "--results-dir", str(tmp_path / "r"), "--no-estimate"])
+    assert result.exit_code == 0, result.output
+    assert "12 cells" in result.output and "up to 12 more cells if no call is ever made" in result.output
+
+    refused = CliRunner().invoke(app, ["run", str(path), "--results-dir", str(tmp_path / "r"), "--max-seeds", "2"])
+    assert refused.exit_code == 2
+    assert "--max-seeds 2" in refused.output and "fewer than the suite's 3 seeds" in refused.output
+    assert not (tmp_path / "r" / "worst.db").exists()
