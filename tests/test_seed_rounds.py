@@ -114,6 +114,14 @@ def test_only_the_open_cell_gets_more_seeds_and_a_kill_mid_round_loses_and_repea
     assert stopped["imagefolder"] == f"{STOP_DECIDED} at 3 seeds"
     assert dict(zip(final["dataset"], final["n_pairs"]))["digits"] == 5
 
+    from bench.report import render_report
+
+    report = render_report(db, tmp_path / "report")
+    text = report.md_path.read_text()
+    assert "group-sequential test on the paired t statistic" in text and "seeds: why they stopped" in text
+    assert f"Seeds: 3, {STOP_DECIDED} at 3 seeds." in text
+    assert "also holds" not in text  # the added seeds count as the suite's own runs
+
 
 def test_plan_and_the_estimate_count_every_seed_that_may_be_added(tmp_path):
     from typer.testing import CliRunner

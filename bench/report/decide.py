@@ -14,16 +14,23 @@ from bench.report.rules import DEFAULT_MIN_EFFECT
 from bench.report.sequential import SeedDesign, added_seeds, design_of
 from bench.report.tables import SCRATCH
 from bench.report.verdict import verdicts
-from bench.tuning import arm_edges, final_mask, split_final, stored_seeds
+from bench.tuning import arm_edges, final_mask, stored_seeds
 
 
 def verdict_seeds(config: dict, frame: pd.DataFrame) -> tuple[list[int], list[int], SeedDesign | None]:
     """(every seed a final run may have: the suite's and any it may add, the sweep's seeds, the design)."""
+    config = config if isinstance(config, dict) else {}  # hand-made or old stores may hold just a name
     seeds, tuning_seeds = stored_seeds(config, frame)
     design = design_of(config, len(seeds))
     if design is not None:
         seeds = seeds + added_seeds(seeds, design.max_seeds)
     return seeds, tuning_seeds, design
+
+
+def mark_final(frame: pd.DataFrame, config: dict) -> pd.DataFrame:
+    """``frame`` with a boolean ``final`` column: the runs the verdict reads, added seeds included."""
+    seeds, tuning_seeds, _ = verdict_seeds(config, frame)
+    return frame.assign(final=final_mask(frame, seeds, tuning_seeds))
 
 
 def final_frame(frame: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -32,9 +39,9 @@ def final_frame(frame: pd.DataFrame, config: dict) -> tuple[pd.DataFrame, pd.Dat
     Sweep runs of configurations that were not chosen are cost, not results. Whether a choice lies
     at the edge of what its arm tried is read from every run of the arm, before they are dropped.
     """
-    seeds, tuning_seeds, _ = verdict_seeds(config, frame)
-    all_runs = frame.assign(final=final_mask(frame, seeds, tuning_seeds))
-    final, _ = split_final(all_runs, seeds, tuning_seeds)
+    _, tuning_seeds, _ = verdict_seeds(config, frame)
+    all_runs = mark_final(frame, config)
+    final = all_runs[all_runs["final"]]
     edges = arm_edges(all_runs, tuning_seeds)
     return final.assign(grid_edge=final["arm"].map(lambda arm: edges.get(arm, ""))), all_runs
 
