@@ -51,6 +51,9 @@ def test_seeds_needed_is_the_first_n_with_the_power() -> None:
     assert seeds_needed(0.0, 0.03) == math.inf
     assert seeds_needed(1e-6, 0.03) == math.inf
     assert math.isnan(min_detectable_effect(0.03, 1))
+    # Identical accuracies on every seed leave a spread of float noise: any gain is then certain.
+    assert seeds_needed(-0.33, 2e-16) == 2 and min_detectable_effect(2e-16, 3) == 0.0
+    assert seeds_needed(0.30, 0.001) == 2 and t_power(300.0, 3) == pytest.approx(1.0)
 
 
 def test_an_open_cell_says_what_it_detects_and_what_a_call_would_need() -> None:

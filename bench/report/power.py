@@ -12,6 +12,7 @@ from scipy import optimize
 from scipy import stats as sps
 
 from bench.report.rules import ALPHA
+from bench.report.stats import TIE_EPS
 
 # The conventional target: a design that misses a real effect one time in five.
 POWER = 0.80
@@ -31,9 +32,13 @@ def t_power(effect_sd: float, n: int, *, alpha: float = ALPHA) -> float:
     df = n - 1
     crit = sps.t.ppf(1.0 - alpha / 2.0, df)
     nc = abs(effect_sd) * math.sqrt(n)
-    # The far tail is below 1e-8 wherever scipy's series for it fails (NaN), so it counts as nothing.
+    # scipy's series fail (NaN) only far into a tail: the far tail is then below 1e-8 and counts as
+    # nothing, and the near one is all or nothing.
     far = float(sps.nct.cdf(-crit, df, nc))
-    return float(sps.nct.sf(crit, df, nc)) + (far if math.isfinite(far) else 0.0)
+    near = float(sps.nct.sf(crit, df, nc))
+    if not math.isfinite(near):
+        near = 1.0 if nc > crit else 0.0
+    return near + (far if math.isfinite(far) else 0.0)
 
 
 def min_detectable_effect(sd: float, n: int, *, alpha: float = ALPHA, power: float = POWER) -> float:
@@ -43,7 +48,7 @@ def min_detectable_effect(sd: float, n: int, *, alpha: float = ALPHA, power: flo
     """
     if n < 2 or not math.isfinite(sd) or sd < 0:
         return math.nan
-    if sd == 0:
+    if sd <= TIE_EPS:
         return 0.0
     # Power grows with the effect; at 50 spreads it is 1 for any n >= 2, so the root is bracketed.
     effect_sd = optimize.brentq(lambda d: t_power(d, n, alpha=alpha) - power, 0.0, 50.0, xtol=1e-10)
@@ -59,7 +64,7 @@ def seeds_needed(mean: float, sd: float, *, alpha: float = ALPHA, power: float =
         return math.nan
     if mean == 0:
         return math.inf
-    if sd == 0:
+    if sd <= TIE_EPS:  # equal accuracies differ by float noise at most: no spread at all
         return 2.0
     effect_sd = abs(mean) / sd
     if t_power(effect_sd, MAX_SEEDS_NEEDED, alpha=alpha) < power:
