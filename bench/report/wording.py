@@ -12,6 +12,7 @@ import math
 import pandas as pd
 
 from bench.report.cells import arm_name, missing
+from bench.report.power import MAX_SEEDS_NEEDED, POWER
 from bench.report.rules import (
     CALL_EQUIVALENT,
     CALL_INCONCLUSIVE,
@@ -24,7 +25,6 @@ from bench.report.rules import (
     CALL_UNCLEAR,
     MIN_PAIRS_FOR_CALL,
 )
-from bench.report.power import MAX_SEEDS_NEEDED, POWER
 from bench.report.stats import LEVEL, MAX_EXACT_FLIPS, TIE_EPS
 
 SELECTION_NOTE = (
