@@ -34,6 +34,15 @@ DEFAULT_VAL_FRACTION = 0.1
 # image in a hundred; a smaller gain rarely justifies changing how a model is trained. A suite
 # can change it under ``verdict: {min_effect: ...}``.
 DEFAULT_MIN_EFFECT = 0.01
+# Seeds added where a call is open (bench.report.sequential). Pocock-type spending spends early,
+# where a sequential design saves its seeds and where a call at the planned seeds stays possible;
+# O'Brien-Fleming-type keeps nearly all of it for the last look and rarely stops early.
+SPENDING_POCOCK = "pocock"
+SPENDING_OBRIEN_FLEMING = "obrien-fleming"
+SPENDING = (SPENDING_POCOCK, SPENDING_OBRIEN_FLEMING)
+DEFAULT_SPENDING = SPENDING_POCOCK
+# Two seeds a round: one seed moves a t interval little, and every round waits for its slowest run.
+DEFAULT_SEED_BATCH = 2
 # Runs sharing one GPU at once (gpus, ray), and retries of a cell whose worker or node was lost (ray).
 DEFAULT_PER_GPU = 1
 DEFAULT_MAX_RETRIES = 2
@@ -260,5 +269,14 @@ class VerdictConfig(_Strict):
 
     min_effect: float = Field(
         DEFAULT_MIN_EFFECT, ge=0, lt=1, description="smallest difference in accuracy (0.01 = 1 point) worth a call"
+    )
+    max_seeds: int | None = Field(
+        None, ge=1, le=1000,
+        description="add seeds, in batches, to cells whose call is still open after the planned seeds, up to "
+        "this many per cell, under a group-sequential rule; none: every cell gets the planned seeds only",
+    )
+    seed_batch: int = Field(DEFAULT_SEED_BATCH, ge=1, le=100, description="seeds added to an open cell per round")
+    spending: Literal[SPENDING] = Field(
+        DEFAULT_SPENDING, description="alpha-spending function of the sequential rule over its looks"
     )
 

@@ -70,12 +70,18 @@ def run(
     results_dir: Path = typer.Option(Path("results"), help="Where results/<suite>.db lives."),
     reports_dir: Path = typer.Option(Path("reports"), help="Where reports/<suite>/ is written."),
     report: bool = typer.Option(True, "--report/--no-report", help="Render the report when the suite ends."),
+    max_seeds: Optional[int] = typer.Option(
+        None, "--max-seeds", min=1,
+        help="Add seeds, in batches, to cells whose call is still open, up to this many (the suite's verdict.max_seeds).",
+    ),
 ) -> None:
     """Run every cell of SUITE not yet done (resumable: re-running skips finished cells)."""
     from bench.execution.driver import preflight, run_suite
     from bench.suite.model import load_suite
 
     suite = load_suite(suite_file)
+    if max_seeds is not None:
+        suite = _with_max_seeds(suite, max_seeds)
     preflight(suite, results_dir)
     _estimate_line(suite, results_dir, retry_failed=retry_failed or force)
     observer = ProgressBars()
@@ -103,6 +109,19 @@ def run(
     if report:
         _render_after_run(summary, reports_dir / suite.name)
     raise typer.Exit(_run_status(summary))
+
+
+def _with_max_seeds(suite: Any, max_seeds: int) -> Any:
+    """``suite`` with ``verdict.max_seeds`` set from the command line, checked as the suite file would be."""
+    from bench.errors import SuiteError
+    from bench.suite.model import suite_from_dict
+
+    data = suite.model_dump(mode="json")
+    data["verdict"] = {**data["verdict"], "max_seeds": max_seeds}
+    try:
+        return suite_from_dict(data, file=suite.source)
+    except SuiteError as exc:
+        raise SuiteError(f"--max-seeds {max_seeds}: {exc}") from None
 
 
 def _run_status(summary: Any) -> int:
@@ -157,9 +176,15 @@ def plan(
     done = sum(statuses.get(c.run_id) == "done" for c in known)
     failed = sum(statuses.get(c.run_id) == "failed" for c in known)
     waiting = planned.final_count() - len(known)
+    from bench.execution.seed_rounds import worst_case
+
+    more = worst_case(suite).plan().final_count() - planned.final_count()
     typer.echo(f"suite {suite.name}: {planned.final_count()} cells, {done} done, {failed} failed, "
                f"{len(known) - done - failed} to run" + (f", {waiting} wait for their sweep" if waiting else "")
                + f" -> {path}")
+    if more:
+        typer.echo(f"sequential seeds: up to {more} more cells if no call is ever made ({len(suite.seeds)} seeds "
+                   f"planned, up to {suite.verdict.max_seeds} per open cell, {suite.verdict.seed_batch} at a time)")
     if planned.arms:
         grid = len(planned.arms[0].points)
         typer.echo(f"tuning: {len(planned.arms)} arms sweep {grid} configurations each on seed(s) "

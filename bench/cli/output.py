@@ -72,9 +72,9 @@ def verdict_lines(verdict) -> str:
     A suite that also runs a compute-matched scratch has a row per size against each baseline:
     the table then says which baseline each row is against.
     """
-    from bench.report.rules import CALL_INCONCLUSIVE
+    from bench.report.rules import CALL_INCONCLUSIVE, CALL_TOO_FEW, CALL_UNCLEAR
     from bench.report.tables import SCRATCH
-    from bench.report.wording import describe_interval, inconclusive_reason, pts
+    from bench.report.wording import describe_interval, detect_clause, inconclusive_reason, pts
 
     baselines = list(dict.fromkeys(verdict["baseline"])) if "baseline" in verdict else [SCRATCH]
     several = len(baselines) > 1
@@ -85,16 +85,24 @@ def verdict_lines(verdict) -> str:
             against = f" vs {baseline}" if baseline != SCRATCH else ""
             where = f"{row['backbone']} {row['dataset']} {row['size']}{against}"
             reasons.append(f"{where}: inconclusive: {inconclusive_reason(row)}")
+        elif row["call"] in (CALL_UNCLEAR, CALL_TOO_FEW) and (detect := detect_clause(row)):
+            reasons.append(f"{row['backbone']} {row['dataset']} {row['size']}: {row['call']}: {detect}")
+        if row.get("stopped"):
+            reasons.append(f"{row['backbone']} {row['dataset']} {row['size']}: {int(row['n_pairs'])} paired seeds, "
+                           f"{row['stopped']}")
+        mde = row.get("mde")
         diff = row.get("mean_diff")
         interval = describe_interval(row)
         rows.append((
             str(row["backbone"]), str(row["dataset"]), str(row["size"]), str(row.get("best_strategy", "")),
             *([baseline] if several else []),
             "" if diff is None or diff != diff else pts(diff), interval,
-            f"{int(row.get('wins', 0))}/{int(row.get('ties', 0))}/{int(row.get('losses', 0))}", str(row["call"]),
+            f"{int(row.get('wins', 0))}/{int(row.get('ties', 0))}/{int(row.get('losses', 0))}",
+            "" if mde is None or mde != mde else f"{mde * 100:.1f}", str(row["call"]),
         ))
     against = ("against", "gain (pts)") if several else (f"vs {SCRATCH}",)
-    header = ("backbone", "dataset", "size", "best transfer", *against, "95% CI (pts)", "W/T/L", "verdict")
+    header = ("backbone", "dataset", "size", "best transfer", *against, "95% CI (pts)", "W/T/L", "detects (pts)",
+              "verdict")
     return "\n".join([table(header, rows), *reasons])
 
 

@@ -51,7 +51,7 @@ def export(
     are false: filter on final to get the report's runs without re-deriving the choice.
     """
     from bench.store import ResultStore
-    from bench.tuning import mark_final
+    from bench.report.decide import mark_final
 
     if format not in ("csv", "parquet"):
         raise BenchError(f"--format {format!r}: use csv or parquet")

@@ -26,6 +26,7 @@ from bench.execution.sweep import finish_sweeps, sweep_state
 from bench.failures import OUT_OF_MEMORY, classify
 from bench.failures import normalise_error as normalise_error  # re-exported
 from bench.records import STATUS_DONE, STATUS_FAILED, TEST_METRICS, RunResult, RunSpec, pretrain_config
+from bench.execution.seed_rounds import add_seeds
 from bench.store import ResultStore, check_store_path, owner_id, retire_owner, suite_store_path
 from bench.suite.model import Suite, check_weights
 
@@ -121,7 +122,9 @@ def run_suite(
                 with _Interrupts() as interrupts:
                     driver.interrupts = interrupts
                     driver.run(todo)
-                    finish_sweeps(suite, plan, store, driver, ran={c.run_id for c in todo})
+                    ran = {c.run_id for c in todo}
+                    finish_sweeps(suite, plan, store, driver, ran=ran)
+                    add_seeds(suite, store, driver, ran=ran)
             finally:
                 built.close()  # children are gone before claims are given back
                 driver.close()

@@ -110,7 +110,10 @@ def estimate_suite(
         if path.is_file():
             with ResultStore(path, readonly=True) as store:
                 statuses = store.statuses()
-    cells = pending_cells(suite, statuses, retry_failed=retry_failed)
+    from bench.execution.seed_rounds import worst_case
+
+    # Seeds a sequential suite may add are counted as if every call stayed open: the worst case.
+    cells = pending_cells(worst_case(suite), statuses, retry_failed=retry_failed)
     if not cells:
         # Resuming a finished suite: nothing to time, and no reason to import torch to name the device.
         return Estimate(seconds=0.0, device=suite.device, cells=0, stages=0)

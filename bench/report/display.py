@@ -11,6 +11,7 @@ import pandas as pd
 
 from bench.report.cells import arm_name, missing
 from bench.report.plotkit import human_count
+from bench.report.power import MAX_SEEDS_NEEDED, POWER
 from bench.report.rules import CALL_INCONCLUSIVE, CALL_SCRATCH, CALL_TRANSFER
 from bench.report.stats import LEVEL
 from bench.report.wording import describe_interval, p_text
@@ -28,6 +29,12 @@ def _pts(value: object) -> str:
 
 def _num(value: object, fmt: str = ".1f") -> str:
     return "–" if missing(value) else format(float(value), fmt)
+
+
+def _seeds(value: object) -> str:
+    if missing(value):
+        return "–"
+    return f">{MAX_SEEDS_NEEDED}" if float(value) == math.inf else f"{float(value):.0f}"
 
 
 def _count(value: object) -> str:
@@ -101,10 +108,14 @@ def verdict_display(table: pd.DataFrame, classes: dict[tuple[str, str], float]) 
             "sign-flip p (exact)": p_text(r["p_value"]),
             f"P(transfer > scratch) [{LEVEL:.0%} Wilson]": pi,
             "won/tied/lost": f"{r['wins']}/{r['ties']}/{r['losses']}", "paired seeds": str(n),
+            f"detects (pts, {POWER:.0%} power)": _num(r.get("mde", math.nan) * 100),
+            "seeds for a call": _seeds(r.get("seeds_needed", math.nan)),
             "scratch-equivalent data": _equivalent_cell(r, classes.get((r["backbone"], r["dataset"]), math.nan)),
             "verdict": r["call"],
         })
-    return pd.DataFrame(rows)
+        if r.get("stopped"):
+            rows[-1]["seeds: why they stopped"] = r["stopped"]
+    return pd.DataFrame(rows).fillna("")
 
 
 def arms_display(table: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import pandas as pd
 from bench.errors import BenchError, ReportError
 from bench.report.across import across_datasets, cell_gains, crossovers, logme_models, logme_ranking
 from bench.report.cells import group_cells
+from bench.report.decide import final_frame, verdict_seeds
 from bench.report.equivalent import scratch_equivalents
 from bench.report.plotkit import save_plot
 from bench.report.plots import PLOT_NAMES, build_plots
@@ -38,7 +39,7 @@ from bench.report.verdict import arm_verdicts, verdicts
 from bench.report.wording import plural
 from bench.report.writers import html_page, markdown_page, write_text
 from bench.store import ResultStore
-from bench.tuning import arm_edges, mark_final, split_final, stored_seeds, tuning_summary
+from bench.tuning import tuning_summary
 
 
 @dataclass
@@ -65,22 +66,25 @@ def _load(db_path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, int]:
             frame = store.frame()
             epochs = store.epochs_frame()
             meta = {"suite": store.get_meta("suite"), "planned": store.get_meta("planned"),
-                    "planned_ids": store.get_meta("planned_ids")}
+                    "planned_ids": store.get_meta("planned_ids"), "added_ids": store.get_meta("added_ids")}
             n_running = sum(1 for status in store.statuses().values() if status == "running")
     except BenchError as exc:
         raise ReportError(str(exc)) from exc
     return frame, epochs, meta, n_running
 
 
-def _in_current_plan(frame: pd.DataFrame, planned_ids: object, seeds: list[int]) -> pd.Series | None:
+def _in_current_plan(
+    frame: pd.DataFrame, planned_ids: object, seeds: list[int], added_ids: object = None
+) -> pd.Series | None:
     """Which runs belong to the suite as last run, from the cell ids it stored; None when it stored none.
 
     A tuned arm's final cells are not known until its sweep has chosen, so a run also belongs when
-    its arm is one of the planned cells' arms and its seed one of the suite's seeds.
+    its arm is one of the planned cells' arms and its seed one of the suite's seeds (the seeds it
+    may add included); so does every cell the driver added where a call was open (``added_ids``).
     """
     if not isinstance(planned_ids, list) or frame.empty:
         return None
-    ids = {str(run_id) for run_id in planned_ids}
+    ids = {str(run_id) for run_id in [*planned_ids, *(added_ids if isinstance(added_ids, list) else [])]}
     planned = frame["run_id"].isin(ids)
     arms = set(frame.loc[planned & (frame["arm"] != ""), "arm"])
     return planned | (frame["arm"].isin(arms) & frame["seed"].isin(seeds))
@@ -144,27 +148,22 @@ def render_report(
     config = meta["suite"] if isinstance(meta["suite"], dict) else {"name": meta["suite"]}
     suite = config.get("name") or (str(frame["suite"].iloc[0]) if "suite" in frame else db_path.stem)
     title = title or f"transfer-bench report: {suite}"
-    seeds, tuning_seeds = stored_seeds(config, frame)
-    current = _in_current_plan(frame, meta.get("planned_ids"), seeds)
+    seeds, tuning_seeds, design = verdict_seeds(config, frame)
+    current = _in_current_plan(frame, meta.get("planned_ids"), seeds, meta.get("added_ids"))
     prog = progress(frame if current is None else frame[current], meta["planned"], n_running)
     others = 0 if current is None else int((~current).sum())
-    all_runs = mark_final(frame, config)
-    # Sweep runs of configurations that were not chosen are cost, not results: the verdict and
-    # every table of results read the chosen configuration's runs alone. Whether a choice lies at
-    # the edge of what its arm tried is read from every run of the arm, before they are dropped.
-    frame, _ = split_final(all_runs, seeds, tuning_seeds)
-    edges = arm_edges(all_runs, tuning_seeds)
-    frame = frame.assign(grid_edge=frame["arm"].map(lambda arm: edges.get(arm, "")))
+    # The verdict and every table of results read the chosen configuration's runs alone.
+    frame, all_runs = final_frame(frame, config)
     min_effect = _min_effect(config, db_path)
     frame, matched = _baselines(frame)
     # Grouped once: every table below reads the same cells (each compute-matched baseline's
     # frame is grouped once, inside its own ``verdicts``).
     cells = group_cells(frame)
     equivalents = scratch_equivalents(frame, cells=cells)
-    verdict = verdicts(frame, min_effect=min_effect, equivalents=equivalents, cells=cells)
+    verdict = verdicts(frame, min_effect=min_effect, equivalents=equivalents, cells=cells, design=design)
     verdict.insert(0, "baseline", SCRATCH)
     for label, against in matched.items():
-        extra = verdicts(against, min_effect=min_effect)
+        extra = verdicts(against, min_effect=min_effect, design=design)
         extra.insert(0, "baseline", label)
         verdict = pd.concat([verdict, extra], ignore_index=True)
     crossover = crossovers(frame, verdict, cells=cells)
@@ -182,6 +181,8 @@ def render_report(
         computed.update(logme=logme, logme_ranking=logme_ranking(frame, logme))
     plots = build_plots(frame, epochs, crossover=crossover, gains=cell_gains(frame, cells=cells))
     sections = build_sections(frame, computed, plots, min_effect)
+    if design is not None:
+        sections[0].notes.append(design.describe())
 
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     subtitle = f"Suite {suite} · store {db_path} · rendered {stamp}"

@@ -1,6 +1,12 @@
 """The verdict's rules and the words of its calls: constants only, cheap for ``plan`` and the suite schema to read."""
 
-from bench.config import DEFAULT_MIN_EFFECT as DEFAULT_MIN_EFFECT  # the settings own it; re-exported
+# The settings own these defaults; re-exported for the report's modules.
+from bench.config import DEFAULT_MIN_EFFECT as DEFAULT_MIN_EFFECT
+from bench.config import DEFAULT_SEED_BATCH as DEFAULT_SEED_BATCH
+from bench.config import DEFAULT_SPENDING as DEFAULT_SPENDING
+from bench.config import SPENDING as SPENDING
+from bench.config import SPENDING_OBRIEN_FLEMING as SPENDING_OBRIEN_FLEMING
+from bench.config import SPENDING_POCOCK as SPENDING_POCOCK
 
 # Family-wise error rate for the per-arm table: the usual 5%, matching the 95% intervals.
 ALPHA = 0.05
@@ -18,3 +24,4 @@ CALL_INCONCLUSIVE = "inconclusive"
 CALL_NO_SCRATCH = "no scratch baseline"
 CALL_NO_TRANSFER = "no transfer runs"
 CALL_NO_VALIDATION = "no validation accuracy to choose an arm"
+

@@ -20,6 +20,7 @@ import pandas as pd
 from bench.report.cells import ARM, CELL, Cell, arm_name, arm_pairs, cell_classes, group_cells, order_arms
 from bench.report.equivalent import EQUIVALENT_COLUMNS, scratch_equivalents
 from bench.report.paired import COMPARE_COLUMNS, against_edge, call_of, compare, empty_stats, select
+from bench.report.power import power_columns
 from bench.report.rules import (
     ALPHA,
     CALL_NO_SCRATCH,
@@ -30,13 +31,15 @@ from bench.report.rules import (
     CALL_UNCLEAR,
     DEFAULT_MIN_EFFECT,
 )
+from bench.report.sequential import SeedDesign, sequential_interval, stop_reason
 from bench.report.stats import holm
 from bench.report.wording import arm_sentence, verdict_sentence
 
 VERDICT_COLUMNS = [
     "backbone", "dataset", "size", "size_order", "n_train", "best_strategy", "best_weights",
     "n_candidates", "selected_on", "best_val_mean", "transfer_mean", "scratch_mean",
-    *COMPARE_COLUMNS, "call", "withheld", *EQUIVALENT_COLUMNS, "summary",
+    *COMPARE_COLUMNS, "mde", "seeds_needed", "call", "withheld", "stopped", *EQUIVALENT_COLUMNS,
+    "summary",
 ]
 
 ARM_COLUMNS = [
@@ -48,6 +51,7 @@ ARM_COLUMNS = [
 def verdicts(
     frame: pd.DataFrame, *, min_effect: float = DEFAULT_MIN_EFFECT, equivalents: pd.DataFrame | None = None,
     cells: list[Cell] | None = None,
+    design: SeedDesign | None = None,
 ) -> pd.DataFrame:
     """One row per backbone x dataset x size: the transfer arm chosen on validation vs scratch, paired by seed.
 
@@ -59,7 +63,12 @@ def verdicts(
     interval. A flagged run among the compared ones makes the call "inconclusive", and so does a
     call against an arm still at the edge of its grid (``withheld`` says which). The
     ``scratch_equivalent_*`` columns are the chosen arm's row of ``scratch_equivalents``
-    (computed here unless passed in). ``cells``, when given, is ``group_cells(frame)`` already built, so one render groups its frame once.
+    (computed here unless passed in). ``cells``, when given, is ``group_cells(frame)`` already built,
+    so one render groups its frame once. ``mde`` is the smallest true difference a paired t test
+    finds with 80% power at the cell's pairs and spread, and ``seeds_needed`` the paired seeds it
+    would take to find the observed mean difference, were it the truth (``bench.report.power``).
+    Under a sequential ``design`` the interval, and so the call, is the repeated interval of the
+    cell's look, and ``stopped`` says why the cell has the seeds it has.
     """
     cells = group_cells(frame) if cells is None else cells
     if not cells:
@@ -72,7 +81,8 @@ def verdicts(
             "best_strategy": "", "best_weights": "", "n_candidates": len(cell.arms), "selected_on": "",
             "best_val_mean": math.nan, "transfer_mean": math.nan,
             "scratch_mean": cell.scratch.test_mean if cell.scratch else math.nan,
-            **empty_stats(min_effect), "withheld": "",
+            **empty_stats(min_effect), "mde": math.nan, "seeds_needed": math.nan, "withheld": "",
+            "stopped": "",
         }
         rows.append(row)
         if not cell.arms:
@@ -91,7 +101,12 @@ def verdicts(
             row["call"] = CALL_NO_SCRATCH
             continue
         row.update(compare(best, cell.scratch, min_effect)[0])
+        row.update(power_columns(row["n_pairs"], row["mean_diff"], row["sd_diff"]))
+        if design is not None:
+            row.update(sequential_interval(row, design))
         row["call"], row["withheld"] = against_edge(call_of(row), row, arm_name(best.label, best.weights))
+        if design is not None:
+            row["stopped"] = stop_reason(row["call"], row["n_pairs"], design)
     table = pd.DataFrame(rows)
     equivalents = scratch_equivalents(frame, cells=cells) if equivalents is None else equivalents
     if not equivalents.empty:

@@ -12,6 +12,7 @@ import math
 import pandas as pd
 
 from bench.report.cells import arm_name, missing
+from bench.report.power import MAX_SEEDS_NEEDED, POWER
 from bench.report.rules import (
     CALL_EQUIVALENT,
     CALL_INCONCLUSIVE,
@@ -22,6 +23,7 @@ from bench.report.rules import (
     CALL_TOO_FEW,
     CALL_TRANSFER,
     CALL_UNCLEAR,
+    DEFAULT_MIN_EFFECT,
     MIN_PAIRS_FOR_CALL,
 )
 from bench.report.stats import LEVEL, MAX_EXACT_FLIPS, TIE_EPS
@@ -80,7 +82,10 @@ def describe_methods(min_effect: float) -> str:
         "largest or smallest value its sweep tried after extending: it may lose only for want of a wider "
         "grid (a call for such an arm stands). An exact sign-flip p-value cannot go below 2/2^n (0.25 with three "
         "paired seeds), so it is reported beside the call rather than used for it. Paired differences "
-        f"within {TIE_EPS:g} of zero count as ties."
+        f"within {TIE_EPS:g} of zero count as ties. What the seeds can detect: the smallest true mean "
+        f"difference a two-sided paired t test at the same level finds with {POWER:.0%} power, at the cell's "
+        "observed spread of paired differences and number of pairs (from the noncentral t distribution); "
+        "for a cell without a call, the paired seeds that test would need were the observed mean the truth."
     )
 
 
@@ -99,6 +104,23 @@ def describe_interval(row: pd.Series | dict) -> str:
     if n == 1:
         return "none (one paired seed)"
     return f"{row['ci_low'] * 100:+.1f} to {row['ci_high'] * 100:+.1f}"
+
+
+def detect_clause(row: dict) -> str:
+    """What a comparison's seeds can detect and, with no call, how many seeds a call would take; '' below two pairs."""
+    n, mde = int(row.get("n_pairs") or 0), row.get("mde")
+    if n < 2 or missing(mde):
+        return ""
+    text = f"detects {mde * 100:.1f} pts or more with these {n} seeds"
+    mean, need = row.get("mean_diff"), row.get("seeds_needed")
+    if row.get("call") not in (CALL_UNCLEAR, CALL_TOO_FEW) or missing(mean) or missing(need):
+        return text
+    size = f"a {abs(mean) * 100:.1f}-point {'gain' if mean > 0 else 'loss'}"
+    if abs(mean) < row.get("min_effect", DEFAULT_MIN_EFFECT):
+        return text + f"; {size} is below the minimum effect, so no number of seeds would make it a win or loss"
+    if need == math.inf:
+        return text + f"; more than {MAX_SEEDS_NEEDED} seeds would be needed to decide {size}"
+    return text + f"; about {need:.0f} seeds would decide {size}"
 
 
 # -- one cell ------------------------------------------------------------------------------------
@@ -177,9 +199,10 @@ def verdict_sentence(row: dict, per_class: float = math.nan) -> str:
             f"({evidence}).{extra}"
         )
     if call == CALL_TOO_FEW:
+        detect = detect_clause(row)
         return (
             f"{where}: {chosen} vs scratch {pts(row['mean_diff'])} ({evidence}); "
-            f"at least {MIN_PAIRS_FOR_CALL} paired seeds are needed for a verdict.{extra}"
+            f"at least {MIN_PAIRS_FOR_CALL} paired seeds are needed for a verdict{'; ' + detect if detect else ''}.{extra}"
         )
     effect = f"{row['min_effect'] * 100:.1f} pts"
     lead = {
@@ -192,7 +215,9 @@ def verdict_sentence(row: dict, per_class: float = math.nan) -> str:
     }[call]
     if call == CALL_UNCLEAR and (row["ci_low"] > TIE_EPS or row["ci_high"] < -TIE_EPS):
         lead += f", an interval clear of zero but a mean below the {effect} minimum effect"
-    return f"{where}: {lead} ({evidence}).{extra}"
+    detect = detect_clause(row)
+    seeds = f" Seeds: {n}, {row['stopped']}." if row.get("stopped") else ""
+    return f"{where}: {lead} ({evidence}){'; ' + detect if detect else ''}.{seeds}{extra}"
 
 
 def arm_sentence(row: dict, call: str, *, held_back: bool, alpha: float) -> str:

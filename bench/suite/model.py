@@ -118,6 +118,9 @@ class Suite(_Strict):
 
     @model_validator(mode="after")
     def _cross_references(self) -> Suite:
+        most = self.verdict.max_seeds
+        if most is not None and most < len(self.seeds):
+            raise ValueError(f"verdict.max_seeds: {most} is fewer than the suite's {len(self.seeds)} seeds")
         for i, backbone in enumerate(self.backbones):
             for j, weights in enumerate(backbone.weights):
                 if weights.startswith("pretrain:"):
