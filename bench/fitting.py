@@ -156,6 +156,9 @@ def fit(shape: Shape, cost: Callable[[Shape], float], limit_s: float,
             if smaller is None:
                 break
             shape, seconds = smaller, cost(smaller)
+        if shape != start and cost(shape) >= cost(start):
+            # A concession that saves nothing (epochs already at the minimum steps) gives nothing up.
+            shape, seconds = start, cost(start)
         if shape != start:
             change = (concession.name, concession.describe(start, shape))
             changes.append(change)
