@@ -156,9 +156,13 @@ def fit(shape: Shape, cost: Callable[[Shape], float], limit_s: float,
             if smaller is None:
                 break
             shape, seconds = smaller, cost(smaller)
-        if shape != start and cost(shape) >= cost(start):
+        if shape != start:
             # A concession that saves nothing (epochs already at the minimum steps) gives nothing up.
-            shape, seconds = start, cost(start)
+            # Priced again, the start first: a cost that counts the time spent pricing then favours the start.
+            before = cost(start)
+            seconds = cost(shape)
+            if seconds >= before:
+                shape, seconds = start, before
         if shape != start:
             change = (concession.name, concession.describe(start, shape))
             changes.append(change)

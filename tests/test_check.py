@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 import subprocess
 import sys
 
@@ -139,7 +140,7 @@ def test_concessions_come_in_their_documented_order_and_stop_as_soon_as_the_chec
     assert "10, 25, 50" in sizes_text and "5 stay" in sizes_text
 
     # Options the user set are never given up: only the arms and the sweep can go.
-    kept = fit(Shape(**{**start.__dict__, "fixed": frozenset({"sizes", "image_size", "epochs"})}), _fake_cost, 0.0)
+    kept = fit(replace(start, fixed=frozenset({"sizes", "image_size", "epochs"})), _fake_cost, 0.0)
     assert kept.dropped == ["partial", "grid", "full"]
     assert kept.shape.sizes == start.sizes and kept.shape.image_size is None and kept.shape.epochs is None
 
@@ -212,3 +213,16 @@ def test_a_check_that_fits_drops_whole_arms_names_them_and_cuts_no_run_short(ima
     page = (tmp_path / "reports" / "check-my-photos" / "report.md").read_text()
     first = page.split("## ")[0]
     assert "FITTED TO THE TIME LIMIT" in first and "dropped partial fine-tuning" in first
+
+
+def test_a_concession_priced_later_does_not_look_cheaper_for_the_time_spent_pricing():
+    from bench.fitting import Shape, fit
+
+    clock = iter(range(10_000))
+
+    def cost_with_time_spent(shape):
+        # A real check's cost grows by the time its calibrations took: one second each call here.
+        return _fake_cost(shape) + next(clock)
+
+    start = Shape(strategies=("scratch", "frozen"), sizes=(5, 10), native_size=64, tuning=False)
+    assert "epochs" not in fit(start, cost_with_time_spent, 0.0).dropped
