@@ -276,8 +276,9 @@ def check(
     typer.echo(f"{suite.name}: {plan.classes} classes (smallest has {plan.smallest_class} training images), "
                f"sizes {suite.datasets[0].sizes}, {len(suite.seeds)} seeds, backbone {backbone} ({weights})")
     typer.echo(sized.estimate.line())
-    typer.echo(f"  {format_duration(sized.seconds)} with the time spent timing this machine and room for every "
-               f"sweep to step past its grid's edge; the time limit is {format_duration(sized.limit_s).removeprefix('about ')}")
+    room = " and room for every sweep to step past its grid's edge" if sized.fit.shape.tuning else ""
+    typer.echo(f"  {format_duration(sized.seconds)} with the time spent timing this machine{room}; "
+               f"the time limit is {format_duration(sized.limit_s).removeprefix('about ')}")
     if not sized.fits:
         _too_long(sized, run_anyway)
     record_fit(sized, store_path_for(suite, results_dir))
