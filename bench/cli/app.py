@@ -254,7 +254,8 @@ def check(
     weights: str = typer.Option("hub", help="hub, hub:TAG or file:PATH (offline: a local state dict)."),
     sizes: Optional[str] = typer.Option(None, help="Comma list of per-class sizes, fractions or all (default: a few up to all)."),
     seeds: int = typer.Option(3, min=1, help="Seeds per cell; the verdict pairs transfer and scratch by seed."),
-    time_limit: Optional[str] = typer.Option(None, "--time-limit", help="Wall time for the whole check, e.g. 15m, 2h (default 15m on a CPU, 2h on a GPU). Defaults you did not set shrink to fit: input size, then sizes, then training per run."),
+    time_limit: Optional[str] = typer.Option(None, "--time-limit", help="Wall time for the whole check, e.g. 15m, 2h (default 15m on a CPU, 2h on a GPU). To fit, parts you did not set are dropped, each printed: partial, size all, the learning-rate sweep, input size down to a floor, epochs beyond the minimum steps, larger sizes, full. No run is cut below its minimum steps."),
+    run_anyway: bool = typer.Option(False, "--run-anyway", help="Run even when no decisive check fits --time-limit (otherwise check says how long one would take and exits 2)."),
     run_budget: Optional[str] = typer.Option(None, "--run-budget", help="Training time per run, e.g. 90s (a cap on each run, not on the check)."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Epochs per run (default 10)."),
     min_steps: Optional[int] = typer.Option(None, min=1, help="Optimizer steps every run makes at least (default 200)."),
@@ -269,9 +270,9 @@ def check(
     reports_dir: Path = typer.Option(Path("reports"), help="Where reports/<name>/ is written."),
 ) -> None:
     """Does transfer beat scratch on new data? Runs an ad-hoc suite resumably and prints the verdict."""
-    from bench.planning.check import size_check
+    from bench.execution.driver import run_suite, store_path_for
+    from bench.planning.check import record_fit, size_check
     from bench.planning.estimate import format_duration
-    from bench.execution.driver import run_suite
     from bench.suite.model import parse_duration
 
     size_list = [_size(s) for s in sizes.split(",")] if sizes else None
@@ -280,10 +281,14 @@ def check(
         run_budget_s = parse_duration(run_budget)
     except ValueError as exc:
         raise BenchError(f"--time-limit/--run-budget: {exc}") from None
+
+    def conceded(name: str, text: str) -> None:
+        typer.echo(f"  to fit the time limit: {text}")
+
     sized = size_check(
-        data, limit_s=limit_s, results_dir=results_dir, backbone=backbone, weights=weights, sizes=size_list,
-        seeds=seeds, budget=run_budget_s, epochs=epochs, min_steps=min_steps, tuning=tuning, image_size=image_size,
-        batch_size=batch_size, device=device, name=name,
+        data, limit_s=limit_s, results_dir=results_dir, on_change=conceded, backbone=backbone, weights=weights,
+        sizes=size_list, seeds=seeds, budget=run_budget_s, epochs=epochs, min_steps=min_steps, tuning=tuning,
+        image_size=image_size, batch_size=batch_size, device=device, name=name,
     )
     plan = sized.plan
     if plan.problems:
@@ -295,12 +300,13 @@ def check(
     suite = plan.suite
     typer.echo(f"{suite.name}: {plan.classes} classes (smallest has {plan.smallest_class} training images), "
                f"sizes {suite.datasets[0].sizes}, {len(suite.seeds)} seeds, backbone {backbone} ({weights})")
-    for change in sized.changes:
-        typer.echo(f"  to fit {format_duration(sized.limit_s).removeprefix('about ')}: {change}")
     typer.echo(sized.estimate.line())
+    room = " and room for every sweep to step past its grid's edge" if sized.fit.shape.tuning else ""
+    typer.echo(f"  {format_duration(sized.seconds)} with the time spent timing this machine{room}; "
+               f"the time limit is {format_duration(sized.limit_s).removeprefix('about ')}")
     if not sized.fits:
-        typer.echo(f"warning: the estimate is over the {format_duration(sized.limit_s).removeprefix('about ')} "
-                   "time limit with the options you set; --time-limit raises it", err=True)
+        _too_long(sized, run_anyway)
+    record_fit(sized, store_path_for(suite, results_dir))
     observer = ProgressBars()
     try:
         summary = run_suite(suite, results_dir=results_dir, executor=executor, jobs=jobs, observer=observer)
@@ -312,6 +318,27 @@ def check(
     typer.echo(f"{summary.done} done, {summary.failed} failed, {summary.already_done} already done -> {summary.store_path}")
     _render_after_run(summary, reports_dir / suite.name)
     raise typer.Exit(_run_status(summary))
+
+
+def _too_long(sized, run_anyway: bool) -> None:
+    """Before anything runs: how long the smallest check the fitter reached takes here, and what would make it fit."""
+    import math
+
+    from bench.planning.estimate import format_duration
+
+    need, limit = sized.seconds, sized.limit_s
+    kept = [f"--{k.replace('_', '-')}" for k in sorted(sized.fit.shape.fixed) if k != "tuning"]
+    held = f" (options you set were kept: {', '.join(kept)})" if kept else ""
+    typer.echo(
+        f"does not fit: the smallest decisive check ({sized.decisive()}) would take "
+        f"{format_duration(need)} on {sized.estimate.device}, over the {format_duration(limit).removeprefix('about ')} "
+        f"time limit{held}", err=True)
+    ways = [f"--time-limit {math.ceil(need * 1.1 / 60)}m", "a smaller backbone (--backbone)"]
+    if sized.estimate.device == "cpu":
+        ways.append("a GPU (--device cuda)")
+    typer.echo(f"to fit: {', or '.join(ways)}; --run-anyway runs it as it is", err=True)
+    if not run_anyway:
+        raise typer.Exit(2)
 
 
 def _size(text: str) -> int | float | str:

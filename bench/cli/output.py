@@ -20,7 +20,8 @@ EXIT_CODES = (
     "\b\nExit status:\n"
     "  0    every cell done\n"
     "  1    the suite ran, but some cells failed (their errors are in the store and the report)\n"
-    "  2    usage, suite, data or store error: one line on stderr, no traceback\n"
+    "  2    usage, suite, data or store error: one line on stderr, no traceback; or a check that\n"
+    "       cannot fit --time-limit: what it would take, before anything runs\n"
     "  130  interrupted, even by the single Ctrl-C that lets running cells finish"
 )
 

@@ -9,11 +9,13 @@ resumably like any other suite.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.config import DEFAULT_TEST_FRACTION, DEFAULT_VAL_FRACTION
+from bench.planning.fitting import FITTED_META, Fit, Shape, fit
 from bench.suite.model import Suite, suite_from_dict
 
 if TYPE_CHECKING:
@@ -72,7 +74,8 @@ def build_check(
     budget: float | str | None = None,
     epochs: int | None = None,
     min_steps: int | None = None,
-    tuning: bool = True,
+    tuning: bool | dict[str, Any] = True,
+    strategies: list[str] | None = None,
     image_size: int | None = None,
     batch_size: int | None = None,
     device: str = "auto",
@@ -102,7 +105,7 @@ def build_check(
         "description": f"check: does transfer beat scratch on {data}?",
         "backbones": [{"name": backbone, "weights": [weights]}],
         "datasets": [{**entry, "sizes": sizes or default_sizes(smallest, DEFAULT_VAL_FRACTION)}],
-        "strategies": TRANSFER_STRATEGIES,
+        "strategies": [s for s in TRANSFER_STRATEGIES if strategies is None or _strategy_name(s) in strategies],
         "seeds": list(range(seeds)),
         "training": training,
         # The same protocol as any suite: the default grid on the first seed, unless switched off.
@@ -111,6 +114,10 @@ def build_check(
     }
     return CheckPlan(suite=suite_from_dict(raw, file="check"), problems=problems, classes=len(train_counts),
                      smallest_class=smallest)
+
+
+def _strategy_name(entry: Any) -> str:
+    return entry["name"] if isinstance(entry, dict) else entry
 
 
 def _check_name(entry: dict[str, Any]) -> str:
@@ -122,27 +129,37 @@ def _check_name(entry: dict[str, Any]) -> str:
 
 # What a whole check may take by default: a coffee on a CPU, an afternoon on a GPU.
 DEFAULT_TIME_LIMIT_S = {"cpu": 15 * 60.0, "gpu": 2 * 3600.0}
-# Inputs tried, largest first, before training is cut short: a run's cost falls with the
-# square of the side, and pretrained features still transfer at these sizes.
-SMALLER_IMAGE_SIZES = (160, 128, 96, 64)
-# Below this a run is mostly start-up; the check says so rather than shrinking further.
-MIN_RUN_BUDGET_S = 10.0
-# Per-cell costs outside the training loop (start-up, evaluation) that a run budget does not cap.
-RUN_BUDGET_SHARE = 0.8
 
 
 @dataclass
 class SizedCheck:
-    """A check fitted to a total time limit: the plan, its estimate and what was changed to fit."""
+    """A check fitted to a total time limit: the plan, its estimate and the concessions made to fit."""
 
     plan: CheckPlan
     estimate: Estimate
     limit_s: float
-    changes: list[str]
+    fit: Fit
 
     @property
     def fits(self) -> bool:
-        return self.estimate.seconds <= self.limit_s
+        return self.fit.fits
+
+    @property
+    def seconds(self) -> float:
+        """The estimate with room for every sweep to step past its grid's edges, and the time spent timing."""
+        return self.fit.seconds
+
+    @property
+    def changes(self) -> list[str]:
+        return [text for _, text in self.fit.changes]
+
+    def decisive(self) -> str:
+        """What the fitted check is, in a line: arms, sizes, seeds, input side and steps a run."""
+        shape, training = self.fit.shape, self.plan.suite.training
+        side = shape.image_size or shape.native_size
+        return (f"{' and '.join(shape.strategies)} at size{'s' if len(shape.sizes) > 1 else ''} "
+                f"{', '.join(map(str, shape.sizes))}, {len(self.plan.suite.seeds)} seeds"
+                f"{f', {side} px' if side else ''}, at least {training.min_steps} steps a run")
 
 
 def default_time_limit(device_label: str) -> float:
@@ -154,51 +171,73 @@ def size_check(
     *,
     limit_s: float | None,
     results_dir: str | Path,
+    on_change: Callable[[str, str], None] | None = None,
     **options: Any,
 ) -> SizedCheck:
-    """Build the check, then shrink what the user left at its default until the estimate fits ``limit_s``.
+    """Build the check, then give up parts the user left at their default until the estimate fits ``limit_s``.
 
-    In order: a smaller input size, fewer sizes on the learning curve (the two smallest and
-    ``all`` stay), then a cap on each run's training time. Options the user set are never
-    changed; if the check still does not fit, the caller says so. Weights are checked before
-    anything is timed.
+    The concessions and their order are ``bench.planning.fitting.CONCESSIONS``; no run is cut below its
+    minimum steps. ``on_change`` hears each concession as it is made. Weights are checked
+    before anything is timed, and the time the calibrations take counts against the limit.
     """
-    from bench.planning.estimate import estimate_suite, format_duration
+    import time
+
+    from bench.planning.estimate import estimate_suite
     from bench.suite.model import check_weights
 
-    def build(**overrides: Any) -> tuple[CheckPlan, Estimate]:
-        plan = build_check(data, **{**options, **overrides})
-        return plan, estimate_suite(plan.suite, results_dir=results_dir)
-
+    started = time.perf_counter()
     plan = build_check(data, **options)
     check_weights(plan.suite)
-    estimate = estimate_suite(plan.suite, results_dir=results_dir)
-    limit_s = limit_s if limit_s is not None else default_time_limit(estimate.device)
-    overrides: dict[str, Any] = {}
-    changes: list[str] = []
+    estimates: dict[Shape, tuple[CheckPlan, Estimate, float]] = {}
 
-    if estimate.seconds > limit_s and options.get("image_size") is None:
-        native = next((s.pixels for s in estimate.speeds if s.pixels), None)
-        for side in (s for s in SMALLER_IMAGE_SIZES if native is None or s < native):
-            overrides["image_size"] = side
-            plan, estimate = build(**overrides)
-            if estimate.seconds <= limit_s:
-                break
-        if "image_size" in overrides:
-            changes.append(f"image size {native or 'native'} -> {overrides['image_size']} px (--image-size)")
+    def priced(shape: Shape) -> tuple[CheckPlan, Estimate, float]:
+        if shape not in estimates:
+            chosen = {**options, "strategies": list(shape.strategies), "sizes": list(shape.sizes),
+                      "tuning": shape.tuning, "image_size": shape.image_size, "epochs": shape.epochs}
+            built = build_check(data, **chosen)
+            estimate = estimate_suite(built.suite, results_dir=results_dir)
+            seconds = estimate.seconds
+            if shape.tuning:
+                # Worst case: every sweep steps past its grid's edge as often as the suite allows.
+                wide = build_check(data, **{**chosen, "tuning": _widest_grid(built.suite)})
+                seconds = estimate_suite(wide.suite, results_dir=results_dir).seconds
+            estimates[shape] = (built, estimate, seconds)
+        return estimates[shape]
 
-    sizes = plan.suite.datasets[0].sizes
-    numeric = [s for s in sizes if s != "all"]
-    if estimate.seconds > limit_s and options.get("sizes") is None and len(numeric) > 2:
-        overrides["sizes"] = [*numeric[:2], *(["all"] if "all" in sizes else [])]
-        plan, estimate = build(**overrides)
-        changes.append(f"sizes {', '.join(map(str, sizes))} -> {', '.join(map(str, overrides['sizes']))} (--sizes)")
+    fixed = {key for key in ("sizes", "image_size", "epochs") if options.get(key) is not None}
+    if not options.get("tuning", True):
+        fixed.add("tuning")
+    shape = Shape(strategies=tuple(_strategy_name(s) for s in TRANSFER_STRATEGIES),
+                  sizes=tuple(plan.suite.datasets[0].sizes), tuning=bool(options.get("tuning", True)),
+                  image_size=options.get("image_size"), epochs=options.get("epochs"), fixed=frozenset(fixed))
+    _, first, _ = priced(shape)
+    native = next((s.pixels for s in first.speeds if s.pixels and s.image_size is None), None)
+    shape = replace(shape, native_size=native)
+    estimates[shape] = estimates[replace(shape, native_size=None)]
+    limit_s = limit_s if limit_s is not None else default_time_limit(first.device)
+    # The time spent timing this machine is part of the check's wall time.
+    fitted = fit(shape, lambda s: priced(s)[2] + time.perf_counter() - started, limit_s, on_change)
+    plan, estimate, _ = priced(fitted.shape)
+    return SizedCheck(plan=plan, estimate=estimate, limit_s=limit_s, fit=fitted)
 
-    if estimate.seconds > limit_s and options.get("budget") is None:
-        runs = max(1, estimate.cells + estimate.stages)
-        per_run = max(MIN_RUN_BUDGET_S, RUN_BUDGET_SHARE * limit_s / runs)
-        overrides["budget"] = per_run
-        plan, estimate = build(**overrides)
-        changes.append(f"at most {format_duration(per_run)} of training per run (--run-budget); "
-                       "runs it cuts short are flagged undertrained")
-    return SizedCheck(plan=plan, estimate=estimate, limit_s=limit_s, changes=changes)
+
+def _widest_grid(suite: Suite) -> dict[str, Any]:
+    """The check's tuning with each grid's extensions written in as points, so an estimate counts them."""
+    grid = {}
+    for strategy, keys in suite.tuning.grid.items():
+        grid[strategy] = {}
+        for key, values in keys.items():
+            # Only the number of points matters to an estimate; these lie past the largest.
+            extra = [max(values) * 10 ** (i + 1) for i in range(suite.tuning.extend)]
+            grid[strategy][key] = [*values, *extra]
+    return {"grid": grid, "extend": 0, "seeds": suite.tuning.seeds}
+
+
+def record_fit(sized: SizedCheck, store_path: Path) -> None:
+    """Keep what the fitter changed beside the results, so the report can say so in its first lines."""
+    from bench.store import ResultStore
+
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    with ResultStore(store_path) as store:
+        store.set_meta(FITTED_META, {"limit_s": sized.limit_s, "estimate_s": sized.seconds,
+                                     "changes": [{"name": n, "text": t} for n, t in sized.fit.changes]})

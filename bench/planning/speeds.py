@@ -40,6 +40,9 @@ STARTUP_S = 1.0
 # four CPU seconds for 50 to 1,200 rows of 96 to 1,280 features.
 PROBE_FIT_S = 3.0
 CACHE_FILE = "calibration.json"
+# Calibrations made by this process, by cache key: a check prices several shapes before its
+# results folder exists, and one backbone at one input size is timed once.
+_CALIBRATED: dict[str, Speed] = {}
 
 
 # -- work per cell ------------------------------------------------------------------------
@@ -309,7 +312,9 @@ def choose_speeds(
             entry = cached[cache_key]
             used[key] = Speed(**{**entry, "detail": f"{entry['detail']}, kept in {cache_path}"})
             continue
-        used[key] = calibrate(key[0], key[1], training, requested_device, classes)
+        if cache_key not in _CALIBRATED:
+            _CALIBRATED[cache_key] = calibrate(key[0], key[1], training, requested_device, classes)
+        used[key] = _CALIBRATED[cache_key]
         cached[cache_key] = used[key].__dict__
         _write_cache(cache_path, cached)
     return used

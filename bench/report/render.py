@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import BenchError, ReportError
+from bench.planning.fitting import FITTED_META
 from bench.report.across import across_datasets, cell_gains, crossovers, logme_models, logme_ranking
 from bench.report.cells import group_cells
 from bench.report.decide import final_frame, verdict_seeds
@@ -66,7 +67,8 @@ def _load(db_path: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict, int]:
             frame = store.frame()
             epochs = store.epochs_frame()
             meta = {"suite": store.get_meta("suite"), "planned": store.get_meta("planned"),
-                    "planned_ids": store.get_meta("planned_ids"), "added_ids": store.get_meta("added_ids")}
+                    "planned_ids": store.get_meta("planned_ids"), "added_ids": store.get_meta("added_ids"),
+                    "fitted": store.get_meta(FITTED_META)}
             n_running = sum(1 for status in store.statuses().values() if status == "running")
     except BenchError as exc:
         raise ReportError(str(exc)) from exc
@@ -100,6 +102,16 @@ def _banners(prog: Progress, frame: pd.DataFrame) -> list[tuple[str, str]]:
     if warning:
         banners.append(("warn", warning))
     return banners
+
+
+def _fitted_banners(fitted: object) -> list[tuple[str, str]]:
+    """What ``check`` gave up to fit its time limit, first on the page: the answer is to a smaller question."""
+    if not isinstance(fitted, dict) or not fitted.get("changes"):
+        return []
+    limit = float(fitted.get("limit_s") or 0) / 60
+    changes = "; ".join(str(c.get("text", "")) for c in fitted["changes"] if isinstance(c, dict))
+    return [("fitted", f"To fit its {limit:.3g} min time limit, the check changed what was left at its default: "
+                       f"{changes}. No run was cut below its minimum steps.")]
 
 
 def _min_effect(config: dict, db_path: Path) -> float:
@@ -190,7 +202,7 @@ def render_report(
         subtitle = f"{config['description']} · {subtitle}"
     if not prog.partial:
         subtitle += f" · {prog.sentence()}"
-    banners = _banners(prog, frame)
+    banners = _fitted_banners(meta.get("fitted")) + _banners(prog, frame)
     if others:
         banners.append(("warn", (
             f"This store also holds {plural(others, 'finished run')} that suite {suite} as last run does not "

@@ -82,7 +82,8 @@ def markdown_page(title: str, subtitle: str, banners: list[tuple[str, str]], sec
     """The report as Markdown, with figures linked from ``plots/``."""
     parts = [f"# {title}", "", subtitle, ""]
     for kind, text in banners:
-        parts += [f"> **{'PARTIAL' if kind == 'partial' else 'WARNING'}:** {text}", ""]
+        label = {"partial": "PARTIAL", "fitted": "FITTED TO THE TIME LIMIT"}.get(kind, "WARNING")
+        parts += [f"> **{label}:** {text}", ""]
     for section in sections:
         parts += [f"## {section.heading}", ""]
         if section.intro and section.plot is None:
