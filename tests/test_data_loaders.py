@@ -196,8 +196,31 @@ def test_file_backed_augmentation_is_reproducible_and_independent_of_workers(fil
     in_process = loader(data, **settings)
     first, second = batches(in_process), batches(in_process)
     assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(first, second))
-    with_worker = batches(loader(data, num_workers=1, **settings))
-    assert all(torch.equal(a, b) and torch.equal(ya, yb) for (a, ya), (b, yb) in zip(first, with_worker))
+    worker_loader = loader(data, num_workers=1, **settings)
+    for in_process_epoch in (first, second):
+        with_worker = batches(worker_loader)
+        assert all(torch.equal(a, b) and torch.equal(ya, yb) for (a, ya), (b, yb) in zip(in_process_epoch, with_worker))
+
+
+def test_workers_that_outlive_an_epoch_still_draw_each_epochs_augmentation(file_set):
+    data, _ = file_set
+    # Unshuffled, so only the augmentation can tell two epochs apart.
+    worker_loader = loader(data, batch_size=4, augment="standard", shuffle=False, seed=6, num_workers=1)
+    first, second = batches(worker_loader), batches(worker_loader)
+    assert all(torch.equal(ya, yb) for (_, ya), (_, yb) in zip(first, second))
+    assert not any(torch.equal(a, b) for (a, _), (b, _) in zip(first, second))
+
+
+def test_a_file_backed_pass_left_early_still_ends_its_epoch(file_set):
+    data, _ = file_set
+    settings = dict(batch_size=4, augment="standard", shuffle=True, seed=6, num_workers=1)
+    reference = loader(data, **settings)
+    first, second = batches(reference), batches(reference)
+    left_early = loader(data, **settings)
+    next(iter(left_early))  # a time budget ends the pass after one batch
+    after = batches(left_early)
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(second, after))
+    assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(first, after))
 
 
 def test_file_backed_and_in_memory_paths_agree_without_augmentation(file_set):
@@ -208,3 +231,16 @@ def test_file_backed_and_in_memory_paths_agree_without_augmentation(file_set):
     array = np.stack([images[int(n.split(".")[0])] for n in names])
     (from_memory, _), = batches(loader(memory_set(array, np.zeros(len(names), dtype=np.int64)), batch_size=10))
     assert torch.allclose(from_files, from_memory, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_file_backed_pass_leaves_torchs_global_generator_alone(file_set, num_workers):
+    # Training draws dropout and initialisation from the global generator: a loader that drew
+    # from it too would make results depend on the worker count.
+    data, _ = file_set
+    batch_loader = loader(data, batch_size=4, augment="standard", shuffle=True, seed=6, num_workers=num_workers)
+    torch.manual_seed(0)
+    before = torch.random.get_rng_state()
+    batches(batch_loader)
+    batches(batch_loader)
+    assert torch.equal(torch.random.get_rng_state(), before)

@@ -24,6 +24,9 @@ CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 
 _ORDER_STREAM = 0
 _AUGMENT_STREAM = 1
+# The DataLoader draws its workers' base seed from a generator of its own at each pass; without
+# one it would draw from torch's global generator, and the worker count would change training.
+_LOADER_STREAM = 2
 
 
 def _derived_seed(*words: int) -> int:
@@ -178,7 +181,7 @@ def file_transform(image_size: int, mean: Sequence[float], std: Sequence[float],
 
 
 class _FileSplit(torch.utils.data.Dataset):
-    """Decodes and transforms one file per item; augmentation is seeded by (seed, epoch, item)."""
+    """Decodes and transforms one file per ``(epoch, item)`` key; augmentation is seeded by (seed, epoch, item)."""
 
     def __init__(
         self, files: list[str], labels: np.ndarray, transform: Any, seed: int, random: bool, draft: int
@@ -189,14 +192,14 @@ class _FileSplit(torch.utils.data.Dataset):
         self.seed = seed
         self.random = random
         self.draft = draft
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, item: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
         from PIL import Image
 
+        epoch, item = key
         with Image.open(self.files[item]) as image:
             # JPEG can decode at 1/2, 1/4 or 1/8 scale for free; keep at least twice the output size.
             image.draft("RGB", (self.draft, self.draft))
@@ -204,11 +207,27 @@ class _FileSplit(torch.utils.data.Dataset):
         if self.random:
             # Seeding per item makes augmentation independent of worker count and order.
             with torch.random.fork_rng(devices=[]):
-                torch.random.default_generator.manual_seed(_derived_seed(self.seed, _AUGMENT_STREAM, self.epoch, item))
+                torch.random.default_generator.manual_seed(_derived_seed(self.seed, _AUGMENT_STREAM, epoch, item))
                 x = self.transform(rgb)
         else:
             x = self.transform(rgb)
         return x.as_subclass(torch.Tensor), int(self.labels[item])
+
+
+class _EpochTagged(torch.utils.data.Sampler):
+    """Yields ``(epoch, item)``: the epoch reaches workers that live across epochs through the keys they fetch."""
+
+    def __init__(self, items: torch.utils.data.Sampler) -> None:
+        self.items = items
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.epoch
+        for item in self.items:
+            yield epoch, item
 
 
 class FileBatchLoader(BatchLoader):
@@ -235,7 +254,7 @@ class FileBatchLoader(BatchLoader):
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.device = device
-        self._split = _FileSplit(
+        split = _FileSplit(
             [files[i] for i in indices.tolist()],
             np.asarray(labels[indices], dtype=np.int64),
             file_transform(image_size, mean, std, augment),
@@ -243,21 +262,26 @@ class FileBatchLoader(BatchLoader):
             random=augment != "none",
             draft=2 * image_size,
         )
+        items = (torch.utils.data.RandomSampler(split, generator=_generator(seed, _ORDER_STREAM)) if shuffle
+                 else torch.utils.data.SequentialSampler(split))
+        self._sampler = _EpochTagged(items)
         self._epoch = 0
         self._loader = torch.utils.data.DataLoader(
-            self._split,
+            split,
             batch_size=batch_size,
-            shuffle=shuffle,
-            generator=_generator(seed, _ORDER_STREAM),
+            sampler=self._sampler,
+            generator=_generator(seed, _LOADER_STREAM),
             num_workers=num_workers,
             pin_memory=device.type == "cuda",
             drop_last=drop_last,
-            persistent_workers=False,
+            # A subset of a few dozen images makes hundreds of one-step epochs: starting workers
+            # for each cost more than the training (0.15 s an epoch on 2 CPU cores).
+            persistent_workers=num_workers > 0,
         )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        # Workers are recreated each epoch and copy the dataset, so the epoch set here reaches them.
-        self._split.epoch = self._epoch
+        # Set before the pass starts: a pass left early (a time budget) still ends its epoch.
+        self._sampler.epoch = self._epoch
         self._epoch += 1
         cuda = self.device.type == "cuda"
         for x, y in self._loader:
