@@ -124,9 +124,11 @@ def test_calibration_first_then_earlier_runs_from_the_store(tmp_path):
     (speed,) = first.speeds
     assert speed.pixels == TINY_TRAINING["image_size"] and "calibration" in speed.detail
     cached = json.loads((tmp_path / "calibration.json").read_text())
-    assert len(cached) == 1
+    loading = [key for key in cached if json.loads(key)[0] == "loading"]
+    # One backbone timed once; the loaders of the pretrain set and of the target set, each once.
+    assert len(cached) - len(loading) == 1 and len(loading) == len(first.loading) == 2
     again = estimate_suite(suite, results_dir=tmp_path)
-    assert "kept in" in again.speeds[0].detail
+    assert "kept in" in again.speeds[0].detail and again.loading == first.loading
 
     run_suite(suite, results_dir=tmp_path, executor="inprocess")
     assert estimate_suite(suite, results_dir=tmp_path).line() == "estimate: nothing left to run"

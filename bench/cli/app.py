@@ -235,6 +235,8 @@ def _plan_costs(suite, survey, statuses: dict[str, str], results_dir: Path, esti
     typer.echo(result.line())
     for speed in result.speeds:
         typer.echo(f"  {speed.describe()}")
+    for loading in result.loading:
+        typer.echo(f"  {loading.detail}")
 
 
 def _estimate_line(suite, results_dir: Path, *, retry_failed: bool) -> None:

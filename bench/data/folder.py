@@ -168,9 +168,14 @@ def load_imagefolder(config: DatasetConfig) -> ImageDataset:
     return _collect(config, verify=True)
 
 
+def list_imagefolder(config: DatasetConfig) -> ImageDataset:
+    """The folder's images without decoding any (zero-byte files excluded, other corrupt files not yet)."""
+    return _collect(config, verify=False)
+
+
 def count_imagefolder(config: DatasetConfig) -> dict[str, Any]:
     """Per-class file counts without decoding (zero-byte files excluded, other corrupt files not yet)."""
-    return _collect(config, verify=False).class_counts()
+    return list_imagefolder(config).class_counts()
 
 
 DATASETS = [

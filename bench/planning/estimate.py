@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.config import TrainingConfig
+from bench.config import DatasetConfig, TrainingConfig
+from bench.planning.loading import LoadSpeed, loading_key
 from bench.records import STATUS_DONE, STATUS_FAILED, RunSpec, pretrain_config
 from bench.planning.speeds import (
     CACHE_FILE,
@@ -20,6 +21,7 @@ from bench.planning.speeds import (
     Speed,
     Work,
     cell_work,
+    choose_loading,
     choose_speeds,
     device_label,
     schedule,
@@ -40,6 +42,7 @@ class Estimate:
     cells: int
     stages: int
     speeds: list[Speed] = field(default_factory=list)
+    loading: list[LoadSpeed] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -121,12 +124,12 @@ def estimate_suite(
 
     device = device_label(suite.device)
 
-    # (speed key, work, training, classes) for each cell and each pretrain stage still to train.
-    jobs: list[tuple[tuple[str, Any], Work, TrainingConfig, int]] = []
+    # Each cell and each pretrain stage still to train: its speed key, work, training and data.
+    jobs: list[_Job] = []
     for cell in cells:
-        counts = survey[data_key(cell.dataset)].counts
-        jobs.append(((cell.model_name, cell.training_config.image_size), cell_work(cell, counts), cell.training_config,
-                     len(counts["classes"])))
+        key = data_key(cell.dataset)
+        jobs.append(_Job((cell.model_name, cell.training_config.image_size), cell_work(cell, survey[key].counts),
+                         cell.training_config, cell.dataset_config, key, survey[key]))
     stages = {c.pretrain["key"]: c.pretrain for c in cells if c.pretrain}
     stage_count = 0
     for stage in stages.values():
@@ -134,24 +137,53 @@ def estimate_suite(
             continue
         stage_count += 1
         config = pretrain_config(stage)
-        counts = survey[data_key(stage["config"]["dataset"])].counts
-        n_train, n_val, n_test, _ = split_sizes(config.dataset, "all", counts)
+        key = data_key(stage["config"]["dataset"])
+        n_train, n_val, n_test, _ = split_sizes(config.dataset, "all", survey[key].counts)
         training = config.training
-        jobs.append(((stage["backbone"], training.image_size), schedule(n_train, n_val, n_test, training),
-                     training, len(counts["classes"])))
+        jobs.append(_Job((stage["backbone"], training.image_size), schedule(n_train, n_val, n_test, training),
+                         training, config.dataset, key, survey[key]))
 
     speeds = speeds_from_store(suite_store_path(results_dir, suite.name), device, survey)
     cache_path = results_dir / CACHE_FILE if cache else None
-    needed = [(key, training, classes) for key, _, training, classes in jobs]
+    needed = [(job.speed_key, job.training, len(job.data.counts["classes"])) for job in jobs]
     used = choose_speeds(needed, speeds, device, suite.device, cache_path)
+    loading_of = _loading_keys(jobs, used, device)
+    loading = choose_loading({key: (job.dataset, used[job.speed_key].pixels, job.training)
+                              for job, key in zip(jobs, loading_of) if key is not None},
+                             suite.device, cache_path)
 
     extracted: set[str] = set()
     total = 0.0
-    for key, work, _, _ in jobs:
-        speed = used[key]
-        total += speed.seconds(work)
-        if work.extract_key is not None and work.extract_key not in extracted:
+    for job, key in zip(jobs, loading_of):
+        speed, load = used[job.speed_key], loading.get(key) if key is not None else None
+        total += speed.seconds(job.work, load)
+        if job.work.extract_key is not None and job.work.extract_key not in extracted:
             # Features are extracted once per backbone, weights and dataset, then read from disk.
-            extracted.add(work.extract_key)
-            total += work.extract_images * speed.forward_s
-    return Estimate(seconds=total, device=device, cells=len(cells), stages=stage_count, speeds=list(used.values()))
+            extracted.add(job.work.extract_key)
+            total += job.work.extract_images * speed.eval_image_s(load)
+    return Estimate(seconds=total, device=device, cells=len(cells), stages=stage_count, speeds=list(used.values()),
+                    loading=list(loading.values()))
+
+
+@dataclass(frozen=True)
+class _Job:
+    speed_key: tuple[str, Any]
+    work: Work
+    training: TrainingConfig
+    dataset: DatasetConfig
+    data_key: str
+    data: DataStatus
+
+
+def _loading_keys(jobs: list[_Job], used: dict[tuple[str, Any], Speed], device: str) -> list[str | None]:
+    """Each job's loading key, where its loaders must be timed: a calibrated speed, on data already here.
+
+    A speed measured by earlier runs already holds their loaders' time.
+    """
+    keys: list[str | None] = []
+    for job in jobs:
+        speed = used[job.speed_key]
+        timed = speed.source == CALIBRATION and speed.pixels is not None and job.data.present
+        keys.append(loading_key(job.data_key, speed.pixels, job.training, device)
+                    if timed else None)
+    return keys

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import DatasetConfig, TrainingConfig
+from bench.planning.loading import LoadSpeed, loading_key, time_loading
 from bench.records import STATUS_DONE, RunSpec, content_hash
 from bench.planning.survey import DataStatus, data_key
 
@@ -43,6 +44,7 @@ CACHE_FILE = "calibration.json"
 # Calibrations made by this process, by cache key: a check prices several shapes before its
 # results folder exists, and one backbone at one input size is timed once.
 _CALIBRATED: dict[str, Speed] = {}
+_LOADING: dict[str, LoadSpeed] = {}
 
 
 # -- work per cell ------------------------------------------------------------------------
@@ -121,12 +123,16 @@ class Speed:
     detail: str
     pixels: int | None = None  # the size actually used, when known
 
-    def seconds(self, work: Work) -> float:
-        train = work.train_images * self.train_s
+    def seconds(self, work: Work, loading: LoadSpeed | None = None) -> float:
+        """A cell's seconds; ``loading`` adds what its loaders cost, which a calibration leaves out."""
+        train = work.train_images * (loading.per_train_image(self.train_s) if loading else self.train_s)
         if work.time_budget is not None:
             train = min(train, work.time_budget)
         probe = PROBE_FIT_S if work.probe else 0.0
-        return self.startup_s + train + work.eval_images * self.forward_s + probe
+        return self.startup_s + train + work.eval_images * self.eval_image_s(loading) + probe
+
+    def eval_image_s(self, loading: LoadSpeed | None = None) -> float:
+        return loading.per_eval_image(self.forward_s) if loading else self.forward_s
 
     def describe(self) -> str:
         size = f"{self.pixels} px" if self.pixels else (f"{self.image_size} px" if self.image_size else "its own size")
@@ -268,7 +274,7 @@ def _cache_key(model: str, image_size: int | None, training: TrainingConfig, dev
                        training.channels_last, device, torch.__version__, torch.get_num_threads()])
 
 
-def _read_cache(path: Path | None) -> dict[str, Any]:
+def read_cache(path: Path | None) -> dict[str, Any]:
     if path is None or not path.is_file():
         return {}
     try:
@@ -278,7 +284,7 @@ def _read_cache(path: Path | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_cache(path: Path | None, cache: dict[str, Any]) -> None:
+def write_cache(path: Path | None, cache: dict[str, Any]) -> None:
     # ``plan`` runs nothing and makes no folder: the cache waits until a run has made the results folder.
     if path is None or not path.parent.is_dir():
         return
@@ -299,7 +305,7 @@ def choose_speeds(
     device: str, requested_device: str, cache_path: Path | None,
 ) -> dict[tuple[str, Any], Speed]:
     """A speed per (backbone, image size) in ``needed``: measured by earlier runs, else cached, else calibrated now."""
-    cached = _read_cache(cache_path)
+    cached = read_cache(cache_path)
     used: dict[tuple[str, Any], Speed] = {}
     for key, training, classes in needed:
         if key in used:
@@ -316,5 +322,23 @@ def choose_speeds(
             _CALIBRATED[cache_key] = calibrate(key[0], key[1], training, requested_device, classes)
         used[key] = _CALIBRATED[cache_key]
         cached[cache_key] = used[key].__dict__
-        _write_cache(cache_path, cached)
+        write_cache(cache_path, cached)
+    return used
+
+
+def choose_loading(
+    needed: dict[str, tuple[DatasetConfig, int, TrainingConfig]], requested_device: str, cache_path: Path | None,
+) -> dict[str, LoadSpeed]:
+    """A loading time per ``loading_key`` in ``needed``: cached, else timed now on the data."""
+    cached = read_cache(cache_path)
+    used: dict[str, LoadSpeed] = {}
+    for key, (config, pixels, training) in needed.items():
+        if key in cached:
+            used[key] = LoadSpeed(**cached[key])
+            continue
+        if key not in _LOADING:
+            _LOADING[key] = time_loading(config, pixels, training, requested_device)
+        used[key] = _LOADING[key]
+        cached[key] = used[key].__dict__
+        write_cache(cache_path, cached)
     return used
