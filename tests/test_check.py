@@ -67,7 +67,9 @@ def test_check_end_to_end_prints_the_verdict_and_writes_the_report(image_folder,
     # at its grid's edge adds up to two points past it.
     ran = re.search(r"(\d+) done, 0 failed", done.stdout)
     assert "verdict" in done.stdout and ran and 28 <= int(ran.group(1)) <= 28 + 2 * 6, done.stdout[-2000:]
-    assert "no clear difference (n too small)" in done.stdout  # two seeds never make a call
+    # Two seeds never make a call (tiny runs on 3 x 3 images may also be flagged: no call either).
+    assert "transfer wins" not in done.stdout and "scratch wins" not in done.stdout
+    assert "no clear difference (n too small)" in done.stdout or "inconclusive" in done.stdout
     page = (tmp_path / "reports" / "check-my-photos" / "index.html").read_text()
     assert "Data problems" in page and "broken.png" in page, "the skipped image is named in the report"
 

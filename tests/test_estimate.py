@@ -12,6 +12,7 @@ from bench.config import TrainingConfig
 from bench.errors import SuiteError
 from bench.planning.estimate import estimate_suite, format_bytes, format_duration, pending_cells
 from bench.execution.driver import run_suite
+from bench.planning.loading import LoadSpeed, time_loading
 from bench.planning.speeds import CALIBRATION, EARLIER_RUNS, Speed, Work, schedule
 from bench.store import ResultStore
 from bench.suite.model import suite_from_dict
@@ -49,6 +50,38 @@ def test_speed_respects_the_time_budget_and_adds_the_probe():
     assert speed.seconds(Work(train_images=1000, eval_images=100)) == pytest.approx(1.0 + 10.0 + 0.1)
     assert speed.seconds(Work(train_images=1000, time_budget=2.0)) == pytest.approx(3.0)
     assert speed.seconds(Work(probe=True)) > speed.seconds(Work())
+
+
+def test_loading_adds_to_a_cpus_work_and_hides_behind_a_gpus():
+    speed = Speed("m", 32, "cpu", train_s=0.01, forward_s=0.001, startup_s=1.0, source=CALIBRATION, detail="x")
+    work = Work(train_images=1000, eval_images=100)
+    shared = LoadSpeed(train_s=0.004, eval_s=0.002, overlaps=False, detail="x")
+    assert speed.seconds(work, shared) == pytest.approx(1.0 + 1000 * 0.014 + 100 * 0.003)
+    overlapped = LoadSpeed(train_s=0.004, eval_s=0.002, overlaps=True, detail="x")
+    # Workers feeding a GPU: the slower of model and loader sets each image's pace.
+    assert speed.seconds(work, overlapped) == pytest.approx(1.0 + 1000 * 0.01 + 100 * 0.002)
+
+
+def test_loading_is_timed_on_the_folders_own_files_at_the_runs_settings(tmp_path):
+    from PIL import Image
+
+    from bench.config import DatasetConfig
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            folder = tmp_path / split / label
+            folder.mkdir(parents=True)
+            for i in range(6):
+                Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (tmp_path / "train" / "a" / "broken.png").write_bytes(b"not an image")
+    config = DatasetConfig(name="imagefolder", path=str(tmp_path))
+    loading = time_loading(config, 24, TrainingConfig(batch_size=4, augment="standard", num_workers=0), "cpu")
+    assert 0 < loading.train_s < 1 and 0 < loading.eval_s < 1 and not loading.overlaps
+    assert "loading" in loading.detail and "24 px" in loading.detail and "standard augmentation" in loading.detail
+    # A batch that reaches the corrupt file: a run skips it, and so does the timing.
+    every = time_loading(config, 24, TrainingConfig(batch_size=13, augment="standard", num_workers=0), "cpu")
+    assert 0 < every.train_s < 1 and "not timed" not in every.detail
 
 
 def test_durations_and_bytes_read_as_people_say_them():

@@ -31,7 +31,7 @@ def _is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
 
 
-def _unreadable(path: str) -> str | None:
+def unreadable(path: str) -> str | None:
     """Why ``path`` cannot be used as an image, or None when PIL can open and verify it."""
     try:
         if os.path.getsize(path) == 0:
@@ -67,7 +67,7 @@ def _scan(split_dir: Path, *, verify: bool) -> _Scan:
     if verify:
         # Opening files is I/O bound, so threads overlap the waits.
         with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-            reasons = dict(zip(candidates, pool.map(_unreadable, candidates)))
+            reasons = dict(zip(candidates, pool.map(unreadable, candidates)))
     else:
         # Planning must stay cheap: only zero-byte files are caught without decoding.
         reasons = {path: ("empty file" if os.path.getsize(path) == 0 else None) for path in candidates}

@@ -62,6 +62,7 @@ def time_loading(config: DatasetConfig, pixels: int, training: TrainingConfig, d
     import numpy as np
 
     from bench.data import make_loader
+    from bench.data.folder import unreadable
     from bench.training.device import resolve_device
 
     device = resolve_device(device_name)
@@ -72,6 +73,10 @@ def time_loading(config: DatasetConfig, pixels: int, training: TrainingConfig, d
 
     def per_image(augment: str, batch: int) -> float:
         chosen = np.linspace(0, pool - 1, num=min(pool, batch)).round().astype(np.int64)
+        if not dataset.in_memory:
+            # A run skips the files it cannot decode; so does the timing.
+            files = dataset.files("train")
+            chosen = np.array([i for i in chosen if unreadable(files[i]) is None], dtype=np.int64)
         loader = make_loader(dataset, "train", chosen, batch_size=batch, image_size=pixels, mean=(0.5,) * 3,
                              std=(0.5,) * 3, augment=augment, shuffle=augment != "none", seed=0, device=device,
                              num_workers=training.num_workers, channels_last=training.channels_last)
@@ -88,8 +93,13 @@ def time_loading(config: DatasetConfig, pixels: int, training: TrainingConfig, d
             passes.append(one_pass())
         return statistics.median(passes) / len(chosen)
 
-    train_s = per_image(training.augment, training.batch_size)
-    eval_s = per_image("none", eval_batch)
+    try:
+        train_s = per_image(training.augment, training.batch_size)
+        eval_s = per_image("none", eval_batch)
+    except Exception as exc:  # a corrupt file a run would skip: the estimate goes on without the loader's time
+        return LoadSpeed(train_s=0.0, eval_s=0.0, overlaps=False,
+                         detail=f"loading {config.display_name}: not timed ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0] if str(exc) else ''})")
     overlaps = device.type == "cuda" and training.num_workers > 0
     return LoadSpeed(train_s=train_s, eval_s=eval_s, overlaps=overlaps,
                      detail=f"loading {config.display_name} at {pixels} px: {train_s * 1e3:.2f} ms per training image, "
