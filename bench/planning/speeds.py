@@ -14,6 +14,7 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -318,11 +319,8 @@ def choose_speeds(
             entry = cached[cache_key]
             used[key] = Speed(**{**entry, "detail": f"{entry['detail']}, kept in {cache_path}"})
             continue
-        if cache_key not in _CALIBRATED:
-            _CALIBRATED[cache_key] = calibrate(key[0], key[1], training, requested_device, classes)
-        used[key] = _CALIBRATED[cache_key]
-        cached[cache_key] = used[key].__dict__
-        write_cache(cache_path, cached)
+        used[key] = _measure_once(cache_key, _CALIBRATED, cached, cache_path,
+                                  lambda: calibrate(key[0], key[1], training, requested_device, classes))
     return used
 
 
@@ -336,9 +334,16 @@ def choose_loading(
         if key in cached:
             used[key] = LoadSpeed(**cached[key])
             continue
-        if key not in _LOADING:
-            _LOADING[key] = time_loading(config, pixels, training, requested_device)
-        used[key] = _LOADING[key]
-        cached[key] = used[key].__dict__
-        write_cache(cache_path, cached)
+        used[key] = _measure_once(key, _LOADING, cached, cache_path,
+                                  lambda: time_loading(config, pixels, training, requested_device))
     return used
+
+
+def _measure_once(key: str, measured: dict[str, Any], cached: dict[str, Any], cache_path: Path | None,
+                  measure: Callable[[], Any]) -> Any:
+    """Measure once per process, and keep the figure in the cache file for the next one."""
+    if key not in measured:
+        measured[key] = measure()
+    cached[key] = measured[key].__dict__
+    write_cache(cache_path, cached)
+    return measured[key]
